@@ -1,0 +1,238 @@
+r"""Importance log-weights of a model/guide pair, one per particle and data point.
+
+Every bound in the Rényi family, and the importance-sampled log-likelihood, reduces the same
+quantity: for particles :math:`z_k \sim q(z \mid x)`,
+
+.. math:: \log w_k = \log p(x, z_k) - \log q(z_k \mid x).
+
+:func:`log_weights` computes it from Pyro traces with the particle dimension first and, after
+it, the dimensions of the plates that *every* sample site shares (the data points). Plates
+that not every site shares are summed out. So a model whose sites all sit in one data plate
+gets one weight per particle and data point (a bound per data point, as Pyro does), while a
+model with a global latent outside that plate gets one weight per particle for the whole data
+set, which is the only correct choice: a global latent couples the data points.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine import Trace
+from pyro.poutine.subsample_messenger import _Subsample
+from pyro.util import check_site_shape
+
+
+class LogWeights(NamedTuple):
+    r"""Log importance weights of a batch of particles.
+
+    Attributes:
+        log_weight: :math:`\log p(x, z_k) - \log q(z_k \mid x)`, shape ``(K, *plates)``: the
+            particle dimension first, then ``max_plate_nesting`` plate dimensions of which
+            only those shared by every site may be larger than one. Differentiable along
+            the reparameterized path and through every parameter.
+        score: the summed :math:`\log q(z_k \mid x)` of the guide sites that are not
+            reparameterizable, in the same shape, or ``None`` when there are none. Its
+            gradient is the score function those sites need.
+        scale: a scale shared by every site (``pyro.plate`` subsampling, ``poutine.scale``);
+            the weights are unscaled and a bound is multiplied by it afterwards. When the
+            sites carry different scales the weights are built from scaled log-densities
+            instead and ``scale`` is 1 (exact for the ELBO, Pyro's convention otherwise).
+        guide_traces: the guide traces the weights came from: one when particles are
+            vectorized, one per particle otherwise (for gradient hooks on latent values).
+        direct_log_q: :math:`\log q_\phi(\bar z_k \mid x)` with the sample values detached,
+            so that its gradient is the score term alone; only computed on request (DReG).
+    """
+
+    log_weight: torch.Tensor
+    score: torch.Tensor | None
+    scale: float | torch.Tensor
+    guide_traces: list[Trace]
+    direct_log_q: torch.Tensor | None
+
+
+def _sample_sites(trace: Trace) -> list[tuple[str, Any]]:
+    # Sites are Pyro messages (a TypedDict whose "fn" is typed as a plain callable).
+
+    return [
+        (name, site)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not isinstance(site["fn"], _Subsample)
+    ]
+
+
+def _pad(t: torch.Tensor | float, ndim: int, like: torch.Tensor) -> torch.Tensor:
+    """Left-pad a site's batch-shaped log-density to ``ndim`` dimensions."""
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    if t.dim() > ndim:
+        raise ValueError(
+            f"a log-density of shape {tuple(t.shape)} has more batch dimensions than "
+            f"max_plate_nesting={ndim}: declare every batch dimension with pyro.plate"
+        )
+    return t.reshape((1,) * (ndim - t.dim()) + tuple(t.shape))
+
+
+def _reduce(t: torch.Tensor, keep: frozenset[int]) -> torch.Tensor:
+    """Sum every dimension of ``t`` that is not in ``keep`` (keeping dims)."""
+    dims = [d for d in range(t.dim()) if d not in keep and t.shape[d] > 1]
+    return t.sum(dims, keepdim=True) if dims else t
+
+
+def _common_scale(scales: Sequence[Any]) -> float | torch.Tensor | None:
+    """The scale every site shares, or None when they differ."""
+    first = scales[0]
+    for s in scales[1:]:
+        if s is first:
+            continue
+        if isinstance(s, numbers.Number) and isinstance(first, numbers.Number):
+            if s != first:
+                return None
+        elif isinstance(s, torch.Tensor) and isinstance(first, torch.Tensor):
+            if s.shape != first.shape or not bool((s == first).all()):
+                return None
+        else:
+            return None
+    return first
+
+
+def check_traces(model_trace: Trace, guide_trace: Trace) -> None:
+    """Refuse what the bounds cannot handle, with a message that names the site.
+
+    Raises:
+        ValueError: a latent site of the model is missing from the guide (it would be drawn
+            from the prior and silently left out of the weights), or observed data contain
+            NaN (checked while Pyro's validation is enabled, as it is by default).
+        NotImplementedError: a guide site is marked for enumeration.
+    """
+    missing = [
+        name
+        for name, site in _sample_sites(model_trace)
+        if not site["is_observed"] and name not in guide_trace.nodes
+    ]
+    if missing:
+        raise ValueError(
+            f"the guide has no site for the model's latent site(s) {missing}: add "
+            "pyro.sample statements with the same names to the guide (or condition the "
+            "model on them)"
+        )
+    for name, site in _sample_sites(guide_trace):
+        if site["infer"].get("enumerate"):
+            raise NotImplementedError(
+                f"guide site '{name}' is enumerated; importance-weighted bounds sample every "
+                "latent: remove infer={'enumerate': ...} or use pyro.infer.TraceEnum_ELBO"
+            )
+    if is_validation_enabled():
+        for name, site in _sample_sites(model_trace):
+            value = site["value"]
+            if (
+                site["is_observed"]
+                and isinstance(value, torch.Tensor)
+                and value.is_floating_point()
+                and bool(torch.isnan(value).any())
+            ):
+                raise ValueError(
+                    f"observed site '{name}' contains NaN: drop or impute the missing "
+                    "values, or mask them out with poutine.mask / obs_mask"
+                )
+
+
+def _trace_log_weights(
+    model_trace: Trace,
+    guide_trace: Trace,
+    max_plate_nesting: int,
+    particle_dim: bool,
+    want_direct: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, torch.Tensor | None]:
+    check_traces(model_trace, guide_trace)
+    model_sites = _sample_sites(model_trace)
+    guide_sites = _sample_sites(guide_trace)
+    if not model_sites:
+        raise ValueError("the model has no sample sites: there is nothing to weigh")
+    validate = is_validation_enabled()
+    # Plates every site shares keep their dimension; the particle plate is one of them.
+    stacks = [frozenset(site["cond_indep_stack"]) for _, site in model_sites + guide_sites]
+    common = frozenset.intersection(*stacks)
+    keep = frozenset(max_plate_nesting + f.dim for f in common if f.dim is not None)
+    if particle_dim:
+        keep = keep | {0}
+    scale = _common_scale([site["scale"] for _, site in model_sites + guide_sites])
+    shared = scale is not None
+
+    def site_log_prob(site: Any, value: torch.Tensor) -> torch.Tensor:
+        lp = site["fn"].log_prob(value, *site["args"], **site["kwargs"])
+        if site["mask"] is not None:
+            lp = torch.where(site["mask"], lp, lp.new_zeros(()))
+        if not shared:
+            lp = lp * site["scale"]
+        return lp
+
+    ref = torch.zeros(())
+    total: torch.Tensor | float = 0.0
+    score: torch.Tensor | float | None = None
+    direct: torch.Tensor | float | None = 0.0 if want_direct else None
+    for _, site in model_sites:
+        lp = site_log_prob(site, site["value"])
+        if validate:
+            site["log_prob"] = lp
+            check_site_shape(site, max_plate_nesting)
+        ref = lp
+        total = total + _reduce(_pad(lp, max_plate_nesting, lp), keep)
+    for _, site in guide_sites:
+        lq = site_log_prob(site, site["value"])
+        if validate:
+            site["log_prob"] = lq
+            check_site_shape(site, max_plate_nesting)
+        lq = _reduce(_pad(lq, max_plate_nesting, ref), keep)
+        total = total - lq
+        if not site["fn"].has_rsample:
+            score = lq if score is None else score + lq
+        if direct is not None:
+            lq_direct = site_log_prob(site, site["value"].detach())
+            direct = direct + _reduce(_pad(lq_direct, max_plate_nesting, ref), keep)
+    assert isinstance(total, torch.Tensor)
+    score_t = score if isinstance(score, torch.Tensor) else None
+    direct_t = direct if isinstance(direct, torch.Tensor) else None
+    return total, score_t, (scale if scale is not None else 1.0), direct_t
+
+
+def log_weights(
+    traces: Sequence[tuple[Trace, Trace]],
+    max_plate_nesting: int,
+    particle_plate: bool,
+    want_direct: bool = False,
+) -> LogWeights:
+    r"""Log importance weights from (model trace, guide trace) pairs.
+
+    Args:
+        traces: either a single pair whose outermost plate is the particle plate
+            (``particle_plate=True``), or one pair per particle (sequential particles, or a
+            single particle).
+        max_plate_nesting: the number of plate dimensions of each trace, the particle plate
+            included when there is one.
+        particle_plate: whether the particles are the outermost plate of a single pair.
+        want_direct: also return the guide's log-density with detached values (DReG).
+
+    Returns:
+        :class:`LogWeights` with the particle dimension first.
+    """
+    parts = [
+        _trace_log_weights(m, g, max_plate_nesting, particle_plate, want_direct) for m, g in traces
+    ]
+    scale = parts[0][2]
+    if particle_plate:
+        lw, score, _, direct = parts[0]
+    else:
+        lw = torch.stack(torch.broadcast_tensors(*[p[0] for p in parts]))
+        scores = [p[1] for p in parts]
+        score = None
+        if all(s is not None for s in scores):
+            score = torch.stack(torch.broadcast_tensors(*[s for s in scores if s is not None]))
+        directs = [p[3] for p in parts]
+        direct = None
+        if want_direct:
+            direct = torch.stack(torch.broadcast_tensors(*[d for d in directs if d is not None]))
+    return LogWeights(lw, score, scale, [g for _, g in traces], direct)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine with Python 3.11 and pip:
+#   bash scripts/run.sh test      set up .venv (if missing or stale), lint, type-check, test
+#   bash scripts/run.sh setup     only set up .venv
+# torch is pinned through constraints.txt: an unpinned torch pulls several GB of CUDA wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.pyrogen-installed
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "creating $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  # Reinstall only when the dependency files changed since the last install.
+  local want
+  want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+    echo "installing pyrogen and its test/dev extras into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[test,dev]"
+    echo "$want" > "$STAMP"
+  fi
+}
+
+run_tests() {
+  setup
+  echo "== ruff"
+  "$VENV/bin/ruff" check pyrogen tests benchmarks examples
+  "$VENV/bin/ruff" format --check pyrogen tests benchmarks examples
+  echo "== mypy"
+  "$VENV/bin/mypy" pyrogen
+  echo "== pytest"
+  # The default run excludes nothing: slow statistical tests run too (about a minute).
+  "$VENV/bin/python" -m pytest "$@"
+}
+
+cmd=${1:-test}
+shift || true
+case "$cmd" in
+  setup) setup ;;
+  test) run_tests "$@" ;;
+  *) echo "usage: bash scripts/run.sh [setup|test] [pytest args...]" >&2; exit 2 ;;
+esac
