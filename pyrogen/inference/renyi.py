@@ -71,6 +71,10 @@ def renyi_reduce(log_weight: torch.Tensor, alpha: float) -> torch.Tensor:
         return log_weight.max(0).values
     c = 1.0 - alpha
     num_particles = log_weight.shape[0]
+    if abs(c) >= 0.1:
+        # Far from the ELBO limit the plain log-sum-exp loses at most a few ulps of
+        # log K / |c|: no blend needed (and half the operations on the training path).
+        return (torch.logsumexp(c * log_weight, 0) - math.log(num_particles)) / c
     m = log_weight.mean(0)
     d = c * (log_weight - m)
     large = torch.logsumexp(d, 0) - math.log(num_particles)
