@@ -1,0 +1,141 @@
+r"""Importance-sampled log-likelihood and the number of active latent units.
+
+.. math:: \log \hat p(x) = \log \frac{1}{K}\sum_{k=1}^K \frac{p(x, z_k)}{q(z_k \mid x)},
+   \quad z_k \sim q(z \mid x),
+
+the IWAE bound with many particles (Importance Weighted Autoencoders, Burda et al., 2015,
+https://arxiv.org/abs/1509.00519, use K = 5000). Particles are drawn in chunks and combined
+with a running log-sum-exp, and the data in batches, so memory is bounded by
+``particle_chunk x batch_size`` log-weights (and the networks' activations for them),
+whatever K and the data size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import pyro.poutine as poutine
+import torch
+
+from pyrogen.inference.renyi import IWAE
+
+
+class LogLikelihood(NamedTuple):
+    r"""Per-point estimates and their summaries.
+
+    Attributes:
+        per_point: :math:`\log \hat p(x_n)`, shape ``(N,)``.
+        mean: the mean over data points.
+        stderr: the standard error of ``mean`` over data points (their spread).
+        mc_stderr: the Monte Carlo standard error of ``mean`` from the importance weights,
+            by the delta method, :math:`\sqrt{\sum_n \widehat{\mathrm{Var}}(w_n)/(K \bar w_n^2)}/N`;
+            when it is not small against the gap to the true value, K is too small.
+        num_samples: K.
+    """
+
+    per_point: torch.Tensor
+    mean: float
+    stderr: float
+    mc_stderr: float
+    num_samples: int
+
+
+@torch.no_grad()
+def log_likelihood(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    data: torch.Tensor,
+    num_samples: int = 5000,
+    particle_chunk: int = 500,
+    batch_size: int = 100,
+) -> LogLikelihood:
+    r"""Estimate :math:`\log p(x_n)` for every row of ``data``.
+
+    ``model(batch)`` and ``guide(batch)`` are called on batches of rows; every latent site
+    must sit in the data plate (one bound per point).
+
+    Args:
+        model: a Pyro model taking a batch of data.
+        guide: its guide, the importance distribution.
+        data: shape ``(N, ...)``.
+        num_samples: particles per point, K.
+        particle_chunk: particles drawn at once.
+        batch_size: rows per call.
+
+    Example:
+        >>> import torch
+        >>> from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian
+        >>> model = ConjugateGaussian(dim=2)
+        >>> guide = AmortizedGaussianGuide(dim=2)
+        >>> ll = log_likelihood(model, guide, torch.randn(50, 2), num_samples=200)
+        >>> ll.per_point.shape
+        torch.Size([50])
+    """
+    for name, value in [
+        ("num_samples", num_samples),
+        ("particle_chunk", particle_chunk),
+        ("batch_size", batch_size),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if data.dim() < 1 or data.shape[0] == 0:
+        raise ValueError(f"data must have at least one row, got shape {tuple(data.shape)}")
+    sizes = [particle_chunk] * (num_samples // particle_chunk)
+    if num_samples % particle_chunk:
+        sizes.append(num_samples % particle_chunk)
+    objectives = {k: IWAE(num_particles=k) for k in set(sizes)}
+    per_point, log_var_ratio = [], []
+    for batch in data.split(batch_size):
+        lse = torch.full((batch.shape[0],), -math.inf, dtype=batch.dtype, device=batch.device)
+        lse2 = lse.clone()  # log sum w^2, for the Monte Carlo error
+        for k in sizes:
+            lw = objectives[k].log_weights(model, guide, (batch,), {}).log_weight
+            lw = lw.reshape(k, -1)
+            if lw.shape[1] != batch.shape[0]:
+                raise ValueError(
+                    f"expected one log-weight per data point ({batch.shape[0]}), got "
+                    f"{lw.shape[1]}: put every latent site inside the data plate"
+                )
+            lse = torch.logaddexp(lse, torch.logsumexp(lw, 0))
+            lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * lw, 0))
+        log_mean = lse - math.log(num_samples)
+        per_point.append(log_mean)
+        # Var(w)/mean(w)^2 = mean(w^2)/mean(w)^2 - 1, in logs to avoid overflow
+        log_second = lse2 - math.log(num_samples)
+        log_var_ratio.append(log_second - 2 * log_mean)
+    values = torch.cat(per_point)
+    ratio = torch.cat(log_var_ratio).exp() - 1.0
+    n = values.numel()
+    stderr = float(values.std() / math.sqrt(n)) if n > 1 else math.nan
+    mc_stderr = float(ratio.clamp(min=0).div(num_samples).sum().sqrt() / n)
+    return LogLikelihood(values, float(values.mean()), stderr, mc_stderr, num_samples)
+
+
+@torch.no_grad()
+def active_units(
+    guide: Callable[..., Any],
+    data: torch.Tensor,
+    site: str = "z",
+    threshold: float = 1e-2,
+    batch_size: int = 500,
+) -> tuple[int, torch.Tensor]:
+    r"""Latent units whose posterior mean varies with the data (Burda et al., 2015).
+
+    Unit :math:`u` is active when :math:`\mathrm{Cov}_x(\mathbb{E}_{q(z \mid x)}[z_u])` exceeds
+    ``threshold`` (0.01 in the paper). The mean is read off the guide's distribution at
+    ``site``.
+
+    Returns:
+        The number of active units and the per-unit variances.
+    """
+    means = []
+    for batch in data.split(batch_size):
+        trace = poutine.trace(guide).get_trace(batch)
+        if site not in trace.nodes:
+            raise ValueError(f"the guide has no site '{site}' (sites: {list(trace.nodes)})")
+        fn: Any = trace.nodes[site]["fn"]
+        means.append(fn.mean.reshape(batch.shape[0], -1))
+    variances = torch.cat(means).var(0, unbiased=True)
+    return int((variances > threshold).sum()), variances
