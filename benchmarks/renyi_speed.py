@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
-import gzip
 import json
 import math
 import os
@@ -34,7 +33,6 @@ import platform
 import pstats
 import shlex
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -48,6 +46,9 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pyrogen.data import load_mnist
+from pyrogen.inference import RenyiBound
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -175,12 +176,6 @@ def _fresh_networks(seed: int) -> tuple[Encoder, Decoder]:
     return Encoder(), Decoder()
 
 
-def _import_renyi_bound() -> Any:
-    from pyrogen.inference import RenyiBound  # optional: may not exist yet
-
-    return RenyiBound
-
-
 def make_method(name: str, k: int, seed: int, pyrogen_kwargs: dict[str, Any]) -> Method:
     """Build networks (same seed for every method), optimizer and the step function."""
     encoder, decoder = _fresh_networks(seed)
@@ -241,10 +236,9 @@ def make_method(name: str, k: int, seed: int, pyrogen_kwargs: dict[str, Any]) ->
     return Method(name=name, k=k, step=step, modules=modules, init_params=init)
 
 
-def _make_renyi_bound(k: int, pyrogen_kwargs: dict[str, Any]) -> Any:
-    renyi_bound = _import_renyi_bound()
+def _make_renyi_bound(k: int, pyrogen_kwargs: dict[str, Any]) -> RenyiBound:
     alpha = 1.0 if k == 1 else 0.0
-    return renyi_bound(alpha=alpha, num_particles=k, **pyrogen_kwargs)
+    return RenyiBound(alpha=alpha, num_particles=k, **pyrogen_kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -252,27 +246,10 @@ def _make_renyi_bound(k: int, pyrogen_kwargs: dict[str, Any]) -> Any:
 # --------------------------------------------------------------------------------------
 
 
-def _read_idx_images(path: Path) -> torch.Tensor:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    magic, n, rows, cols = struct.unpack(">IIII", raw[:16])
-    if magic != 2051:
-        raise ValueError(f"{path.name}: not an IDX image file (magic {magic})")
-    data = torch.frombuffer(bytearray(raw[16:]), dtype=torch.uint8)
-    return data.reshape(n, rows * cols).float().div_(255.0)
-
-
 def load_train_images(data_dir: Path) -> tuple[torch.Tensor, str]:
     """MNIST training images as floats in [0, 1], shape (n, 784), and the loader used."""
-    try:
-        from pyrogen.data import load_mnist  # optional: may not exist yet
-
-        dataset = load_mnist(root=data_dir)
-        images = dataset.tensors[0].reshape(-1, X_DIM).float()
-        return images, "pyrogen.data.load_mnist"
-    except Exception as exc:  # the loader is optional: fall back to our own reader
-        print(f"note: pyrogen.data.load_mnist unusable ({exc!r}); fallback reader", file=sys.stderr)
-    return _read_idx_images(data_dir / "train-images-idx3-ubyte.gz"), "fallback IDX reader"
+    images = load_mnist(root=data_dir).tensors[0].reshape(-1, X_DIM).float()
+    return images, "pyrogen.data.load_mnist"
 
 
 def make_batches(
@@ -410,8 +387,6 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['method']} | {row['K']} | {row['median_ms_per_step']:.2f} | {ratio} | "
             f"{row['final_loss_per_datapoint']:.2f} |"
         )
-    for name, why in report["unavailable"].items():
-        lines.append(f"| {name} | | unavailable | {why} | |")
     lines += [
         "",
         "Ratio: median, min and max over rounds of the per-round ratio (not a ratio of the "
@@ -508,32 +483,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"data: {data_desc}")
 
     # ---- per-method state, created once ----
-    methods: list[Method] = []
-    unavailable: dict[str, str] = {}
-    for k in ks:
-        for name in names:
-            try:
-                methods.append(make_method(name, k, args.seed, pyrogen_kwargs))
-            except Exception as exc:
-                if not name.startswith("pyrogen"):
-                    raise
-                unavailable[f"{name} K={k}"] = f"{type(exc).__name__}: {exc}"
-
+    methods = [make_method(name, k, args.seed, pyrogen_kwargs) for k in ks for name in names]
     gen = torch.Generator().manual_seed(args.seed + 1)
     warm = make_batches(images, args.warmup, args.batch_size, gen)
-    for m in list(methods):
-        try:
-            run_steps(m, warm)
-        except Exception as exc:
-            if not m.name.startswith("pyrogen"):
-                raise
-            unavailable[m.label] = f"{type(exc).__name__} in warm-up: {exc}"
-            methods.remove(m)
-
-    for label, why in unavailable.items():
-        print(f"WARNING: {label} skipped ({why})", file=sys.stderr)
-    if not methods:
-        raise SystemExit("no method could be built")
+    for m in methods:
+        run_steps(m, warm)
 
     # ---- timed rounds, rotating order ----
     times: dict[str, list[float]] = {m.label: [] for m in methods}
@@ -576,7 +530,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "smoke_test": args.smoke_test,
         },
         "results": results,
-        "unavailable": unavailable,
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
     }
     report["wall_time_s"] = time.perf_counter() - wall_start

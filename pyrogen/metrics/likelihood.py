@@ -31,7 +31,8 @@ class LogLikelihood(NamedTuple):
         stderr: the standard error of ``mean`` over data points (their spread).
         mc_stderr: the Monte Carlo standard error of ``mean`` from the importance weights,
             by the delta method, :math:`\sqrt{\sum_n \widehat{\mathrm{Var}}(w_n)/(K \bar w_n^2)}/N`;
-            when it is not small against the gap to the true value, K is too small.
+            when it is not small against the gap to the true value, K is too small. NaN for
+            K = 1.
         num_samples: K.
     """
 
@@ -109,7 +110,9 @@ def log_likelihood(
     ratio = torch.cat(log_var_ratio).exp() - 1.0
     n = values.numel()
     stderr = float(values.std() / math.sqrt(n)) if n > 1 else math.nan
-    mc_stderr = float(ratio.clamp(min=0).div(num_samples).sum().sqrt() / n)
+    mc_stderr = math.nan  # one particle carries no estimate of its own variance
+    if num_samples > 1:
+        mc_stderr = float(ratio.clamp(min=0).div(num_samples).sum().sqrt() / n)
     return LogLikelihood(values, float(values.mean()), stderr, mc_stderr, num_samples)
 
 
