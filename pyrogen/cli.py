@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pyrogen import __version__
+from pyrogen import __version__, compare
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"pyrogen {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    compare_parser = commands.add_parser(
+        "compare",
+        help="train one VAE under several objectives; table and figures",
+        description=compare.__doc__.split("\n\n")[0] if compare.__doc__ else None,
+    )
+    compare.add_arguments(compare_parser)
     return parser
 
 
@@ -28,7 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0  # pragma: no cover - subcommands arrive with later issues
+    if args.command == "compare":
+        return compare.main(args)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
+    return 2
 
 
 if __name__ == "__main__":

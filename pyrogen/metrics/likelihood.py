@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import pyro.poutine as poutine
 import torch
+from tqdm.auto import tqdm
 
 from pyrogen.inference.renyi import IWAE
 
@@ -51,6 +52,8 @@ def log_likelihood(
     num_samples: int = 5000,
     particle_chunk: int = 500,
     batch_size: int = 100,
+    max_plate_nesting: float = math.inf,
+    progress: bool = False,
 ) -> LogLikelihood:
     r"""Estimate :math:`\log p(x_n)` for every row of ``data``.
 
@@ -64,6 +67,9 @@ def log_likelihood(
         num_samples: particles per point, K.
         particle_chunk: particles drawn at once.
         batch_size: rows per call.
+        max_plate_nesting: passed to the objective; give it (1 for a VAE) to skip the
+            one-off trace that otherwise finds the plate depth.
+        progress: show a progress bar over batches (tqdm).
 
     Example:
         >>> import torch
@@ -86,9 +92,11 @@ def log_likelihood(
     sizes = [particle_chunk] * (num_samples // particle_chunk)
     if num_samples % particle_chunk:
         sizes.append(num_samples % particle_chunk)
-    objectives = {k: IWAE(num_particles=k) for k in set(sizes)}
+    objectives = {k: IWAE(num_particles=k, max_plate_nesting=max_plate_nesting) for k in set(sizes)}
     per_point, log_var_ratio = [], []
-    for batch in data.split(batch_size):
+    batches = data.split(batch_size)
+    bar = tqdm(batches, desc=f"log p(x), K={num_samples}", unit="batch", disable=not progress)
+    for batch in bar:
         lse = torch.full((batch.shape[0],), -math.inf, dtype=batch.dtype, device=batch.device)
         lse2 = lse.clone()  # log sum w^2, for the Monte Carlo error
         for k in sizes:

@@ -1,5 +1,13 @@
 """Ready Pyro model/guide pairs."""
 
 from pyrogen.models.conjugate import AmortizedGaussianGuide, ConjugateGaussian
+from pyrogen.models.vae import ARCHITECTURES, LIKELIHOODS, VAE, build_vae
 
-__all__ = ["AmortizedGaussianGuide", "ConjugateGaussian"]
+__all__ = [
+    "ARCHITECTURES",
+    "LIKELIHOODS",
+    "VAE",
+    "AmortizedGaussianGuide",
+    "ConjugateGaussian",
+    "build_vae",
+]
