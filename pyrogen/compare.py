@@ -118,7 +118,7 @@ class CompareConfig:
     architecture: str = "burda"
     likelihood: str = "bernoulli"
     z_dim: int | None = None  # None: 50 for MNIST, 16 for 8x8 digits
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine with Python 3.11 and pip:
+#   bash scripts/run.sh compare   set up .venv, then `pyrogen compare` on the embedded digits
 #   bash scripts/run.sh test      set up .venv (if missing or stale), lint, type-check, test
 #   bash scripts/run.sh setup     only set up .venv
 # torch is pinned through constraints.txt: an unpinned torch pulls several GB of CUDA wheels.
@@ -42,6 +43,7 @@ cmd=${1:-test}
 shift || true
 case "$cmd" in
   setup) setup ;;
+  compare) setup; "$VENV/bin/pyrogen" compare "$@" ;;
   test) run_tests "$@" ;;
-  *) echo "usage: bash scripts/run.sh [setup|test] [pytest args...]" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/run.sh [setup|compare|test] [args...]" >&2; exit 2 ;;
 esac

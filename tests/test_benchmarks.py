@@ -30,3 +30,29 @@ def test_renyi_speed_smoke(tmp_path: Path) -> None:
     }
     for r in result:
         assert r["max_param_change"] > 0 and r["ratio_to_hand"]["median"] > 0, r["method"]
+
+
+def test_vae_mnist_smoke(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "vae_mnist.py"),
+            "--smoke-test",
+            "--work",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "vae_mnist.json").read_text())
+    assert [r["objective"] for r in summary["results"]] == ["elbo", "iwae_5", "vrmax_5"]
+    for r in summary["results"]:
+        assert r["epochs"] == 2 and r["peak_rss_gib"] > 0 and r["test_ll"] < 0
+    assert "| ELBO |" in (tmp_path / "vae_mnist.md").read_text()
+    assert (tmp_path / "vae_mnist_curves.png").stat().st_size > 0

@@ -196,3 +196,13 @@ def test_mnist_loads_when_present(tmp_path: Path, mnist_dir: Path) -> None:
     data = compare.Data(config)
     assert data.train.shape == (60000, 784) and data.test.shape == (10000, 784)
     assert set(data.test.unique().tolist()) == {0.0, 1.0}
+
+
+def test_device_cuda(tmp_path: Path) -> None:
+    config = _config(tmp_path, epochs=1, objectives=["iwae:2"], device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            run(config)
+        return
+    (r,) = run(config)  # pragma: no cover - GPU machines only
+    assert math.isfinite(r["test_ll"])  # pragma: no cover
