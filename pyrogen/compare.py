@@ -28,7 +28,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -177,13 +177,12 @@ class Data:
             test = binarize_bernoulli_fixed(test, generator=gen)
         self.test = test
 
-    def batches(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """One epoch's shuffled mini-batches, each binarized afresh when drawn."""
         order = torch.randperm(self.train.shape[0], generator=generator)
-        out = []
         for idx in order.split(batch_size):
             x = self.train[idx]
-            out.append(binarize_dynamic(x, generator=generator) if self.binary else x)
-        return out
+            yield binarize_dynamic(x, generator=generator) if self.binary else x
 
 
 def _z_dim(config: CompareConfig) -> int:
@@ -252,7 +251,7 @@ def _train_epoch(
     vae: VAE,
     objective: Objective,
     optimizer: torch.optim.Optimizer,
-    batches: Sequence[torch.Tensor],
+    batches: Iterable[torch.Tensor],
     device: torch.device,
 ) -> float:
     """One pass over the batches; returns the mean training bound per data point."""
@@ -294,6 +293,20 @@ def _fit_one(
     # the state a longer run would continue from: the final scoring's draws do not count
     rng_after_training = _rng_state(device, data_rng)
     curve_x = data.test[: config.curve_points].to(device)
+
+    def save(result: dict[str, Any] | None = None) -> None:
+        state = {
+            "config": config.identity(),
+            "objective": spec.key,
+            "epoch": len(history["train_bound"]),
+            "model": vae.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_after_training,
+            "history": history,
+            "result": result,
+        }
+        save_checkpoint(path, CHECKPOINT_KIND, state)
+
     bar = tqdm(
         range(start, config.epochs),
         initial=start,
@@ -302,7 +315,7 @@ def _fit_one(
         unit="epoch",
         disable=not config.progress,
     )
-    for epoch in bar:
+    for _ in bar:
         batches = data.batches(config.batch_size, data_rng)
         _sync(device)
         t0 = time.perf_counter()
@@ -321,17 +334,7 @@ def _fit_one(
         history["heldout_ll"].append(heldout)
         bar.set_postfix(bound=f"{bound:.2f}", heldout=f"{heldout:.2f}")
         rng_after_training = _rng_state(device, data_rng)
-        state = {
-            "config": config.identity(),
-            "objective": spec.key,
-            "epoch": epoch + 1,
-            "model": vae.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng_after_training,
-            "history": history,
-            "result": None,
-        }
-        save_checkpoint(path, CHECKPOINT_KIND, state)
+        save()
     bar.close()
 
     test_x = data.test.to(device)
@@ -362,17 +365,7 @@ def _fit_one(
         "history": history,
         "samples": samples.cpu().tolist(),
     }
-    ckpt_state = {
-        "config": config.identity(),
-        "objective": spec.key,
-        "epoch": config.epochs,
-        "model": vae.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng_after_training,
-        "history": history,
-        "result": result,
-    }
-    save_checkpoint(path, CHECKPOINT_KIND, ckpt_state)
+    save(result)
     return result
 
 
@@ -438,15 +431,12 @@ def _plot(results: list[dict[str, Any]], config: CompareConfig, data: Data, out:
         ylabel="nats per image",
         title=f"held-out log p(x), K={config.curve_samples}, {n_curve} test images",
     )
-    for ax in axes:
+    # the first epochs are far below the rest: show the part where the objectives differ
+    for ax, key, above in [(axes[0], "train_bound", 3), (axes[1], "heldout_ll", 2)]:
         ax.grid(alpha=0.3)
-        # the first epochs are far below the rest: show the part where the objectives differ
-        finals = [r["history"]["heldout_ll"][-1] for r in results if r["history"]["heldout_ll"]]
-        if finals and ax is axes[1]:
-            ax.set_ylim(min(finals) - 8, max(finals) + 2)
-    tb = [r["history"]["train_bound"][-1] for r in results if r["history"]["train_bound"]]
-    if tb:
-        axes[0].set_ylim(min(tb) - 8, max(tb) + 3)
+        finals = [r["history"][key][-1] for r in results if r["history"][key]]
+        if finals:
+            ax.set_ylim(min(finals) - 8, max(finals) + above)
     axes[1].legend(loc="lower right")
     fig.suptitle(f"{config.dataset}: one {config.architecture} VAE, several objectives")
     fig.savefig(out / "curves.png", dpi=120)

@@ -8,21 +8,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_renyi_speed_smoke(tmp_path: Path) -> None:
+def _run(script: str, *args: str) -> None:
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "renyi_speed.py"),
-            "--smoke-test",
-            "--out",
-            str(tmp_path),
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke-test", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_renyi_speed_smoke(tmp_path: Path) -> None:
+    _run("renyi_speed.py", "--out", str(tmp_path))
     result = json.loads((tmp_path / "renyi_speed.json").read_text())["results"]
     # every method ran for both K, trained its networks, and computed a finite ratio
     assert {(r["method"], r["K"]) for r in result} == {
@@ -33,23 +31,7 @@ def test_renyi_speed_smoke(tmp_path: Path) -> None:
 
 
 def test_vae_mnist_smoke(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "vae_mnist.py"),
-            "--smoke-test",
-            "--work",
-            str(tmp_path / "runs"),
-            "--out",
-            str(tmp_path),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    _run("vae_mnist.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path), "--no-progress")
     summary = json.loads((tmp_path / "vae_mnist.json").read_text())
     assert [r["objective"] for r in summary["results"]] == ["elbo", "iwae_5", "vrmax_5"]
     for r in summary["results"]:
