@@ -38,3 +38,15 @@ def test_vae_mnist_smoke(tmp_path: Path) -> None:
         assert r["epochs"] == 2 and r["peak_rss_gib"] > 0 and r["test_ll"] < 0
     assert "| ELBO |" in (tmp_path / "vae_mnist.md").read_text()
     assert (tmp_path / "vae_mnist_curves.png").stat().st_size > 0
+
+
+def test_mcmc_logistic_smoke(tmp_path: Path) -> None:
+    _run("mcmc_logistic.py", "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "mcmc_logistic.json").read_text())
+    names = [r["name"] for r in summary["rows"]]
+    assert any(n.startswith("pyrogen") for n in names) and any(
+        n.startswith("Pyro NUTS") for n in names
+    )
+    for r in summary["rows"]:
+        assert r["min_ess"] > 0 and r["wall"] > 0, r["name"]
+    assert summary["throughput"][0]["chain_transitions_per_s"] > 0

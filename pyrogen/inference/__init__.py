@@ -1,4 +1,4 @@
-"""Objectives (and, later, samplers) for Pyro model/guide pairs."""
+"""Objectives for Pyro model/guide pairs; batched samplers in ``pyrogen.inference.mcmc``."""
 
 from pyrogen.inference.importance import LogWeights, log_weights
 from pyrogen.inference.objective import Objective

@@ -1,6 +1,7 @@
 """Ready Pyro model/guide pairs."""
 
 from pyrogen.models.conjugate import AmortizedGaussianGuide, ConjugateGaussian
+from pyrogen.models.rbm import BernoulliRBM
 from pyrogen.models.vae import ARCHITECTURES, LIKELIHOODS, VAE, build_vae
 
 __all__ = [
@@ -8,6 +9,7 @@ __all__ = [
     "LIKELIHOODS",
     "VAE",
     "AmortizedGaussianGuide",
+    "BernoulliRBM",
     "ConjugateGaussian",
     "build_vae",
 ]

@@ -1,0 +1,429 @@
+"""Bayesian logistic regression: pyrogen's batched HMC against Pyro NUTS and NumPyro NUTS.
+
+N = 1000 rows, D = 10 features plus an intercept, data simulated from a fixed seed;
+coefficients ~ Normal(0, 1), intercept ~ Normal(0, 5); float32; 500 warm-up iterations for
+every sampler. For every configuration and seed: bulk ESS (ArviZ, rank-normalised), minimum
+over the 11 parameters, divided by the total wall time (model set-up, compilation, warm-up
+and sampling); max R-hat; divergences; and the largest distance of a posterior mean from a
+long reference run, in units of the combined Monte Carlo standard error. Seeds run in turn
+and, within a seed, configurations in a rotated order, so that ratios are side by side.
+
+Also: the throughput of HMC for 10,000 chains of a 64-dimensional latent under a small MLP
+potential (KALE's use), in chain-steps per second, on CPU and on CUDA when present.
+
+Command (NumPyro and JAX only in the benchmark's own environment, never in pyrogen's):
+
+    python -m venv .venv-bench
+    .venv-bench/bin/pip install -c constraints.txt -e . numpyro jax
+    .venv-bench/bin/python benchmarks/mcmc_logistic.py
+
+Without NumPyro the NumPyro rows are skipped (and the reference is a long pyrogen run, which
+the report says). ``--smoke-test`` runs tiny versions of everything in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pyrogen.inference.mcmc import hmc, sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vae_mnist import machine  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", message="More chains")
+N, D = 1000, 10
+ROOT = Path(__file__).resolve().parent
+
+
+def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, D)).astype(np.float32)
+    coef = rng.standard_normal(D)
+    intercept = rng.normal(0.0, 5.0) * 0.2  # a fifth of a prior draw keeps both classes common
+    p = 1 / (1 + np.exp(-(x @ coef + intercept)))
+    y = (rng.random(N) < p).astype(np.float32)
+    return x, y, np.append(coef, intercept)
+
+
+def pyro_model(x: torch.Tensor, y: torch.Tensor) -> None:
+    """The model once, broadcasting over a leading chain dimension (pyrogen) or not (Pyro)."""
+    coef = pyro.sample("coef", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
+    intercept = pyro.sample("intercept", dist.Normal(0.0, 5.0))
+    logits = (x * coef).sum(-1) + intercept  # (N,) for one chain, (chains, N) for many
+    with pyro.plate("data", N):
+        pyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
+
+
+def draws_matrix(samples: dict[str, Any]) -> np.ndarray:
+    """(chain, draw, 11): coefficients then intercept."""
+    coef = np.asarray(samples["coef"], dtype=np.float64)
+    intercept = np.asarray(samples["intercept"], dtype=np.float64)
+    return np.concatenate([coef, intercept[..., None]], -1)
+
+
+def diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
+    import arviz as az
+
+    ds = az.convert_to_dataset(draws)
+    return {
+        "ess": az.ess(ds, method="bulk")["x"].values,
+        "rhat": az.rhat(ds)["x"].values,
+        "mean": draws.mean((0, 1)),
+        "mcse": az.mcse(ds)["x"].values,
+    }
+
+
+# --------------------------------------------------------------------------- runners
+def run_pyrogen(
+    x: np.ndarray, y: np.ndarray, seed: int, chains: int, draws: int, warmup: int, target: str
+) -> tuple[np.ndarray, int, float]:
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    if target == "model":
+        result = sample(
+            model=pyro_model,
+            model_args=(xt, yt),
+            num_chains=chains,
+            num_warmup=warmup,
+            num_samples=draws,
+            generator=gen,
+            progress=False,
+        )
+        out = draws_matrix({k: v.numpy() for k, v in result.samples.items()})
+    else:  # the same posterior as a hand-written batched potential
+
+        def potential(z: torch.Tensor) -> torch.Tensor:
+            logits = z[:, :D] @ xt.T + z[:, D:]
+            loglik = yt * logits - torch.nn.functional.softplus(logits)
+            prior = 0.5 * (z[:, :D] ** 2).sum(-1) + 0.5 * (z[:, D] / 5) ** 2
+            return prior - loglik.sum(-1)
+
+        init = torch.rand(chains, D + 1, generator=gen) * 4 - 2
+        result = sample(
+            potential, init, num_warmup=warmup, num_samples=draws, generator=gen, progress=False
+        )
+        out = result.samples["z"].numpy().astype(np.float64)
+    wall = time.perf_counter() - start
+    return out, int(result.stats["diverging"].sum()), wall
+
+
+def run_pyro(
+    x: np.ndarray, y: np.ndarray, seed: int, chains: int, draws: int, warmup: int, jit: bool
+) -> tuple[np.ndarray, int, float]:
+    from pyro.infer import MCMC, NUTS
+
+    pyro.set_rng_seed(seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    start = time.perf_counter()
+    kernel = NUTS(pyro_model, jit_compile=jit, ignore_jit_warnings=True)
+    mcmc = MCMC(
+        kernel,
+        num_samples=draws,
+        warmup_steps=warmup,
+        num_chains=chains,
+        disable_progbar=True,
+        mp_context=None,
+    )
+    mcmc.run(xt, yt)
+    wall = time.perf_counter() - start
+    samples = {k: v.numpy() for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    divergences = sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
+    return draws_matrix(samples), divergences, wall
+
+
+def run_numpyro(
+    x: np.ndarray, y: np.ndarray, seed: int, chains: int, draws: int, warmup: int
+) -> tuple[np.ndarray, int, float]:
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as ndist
+    from numpyro.infer import MCMC, NUTS
+
+    def model(x: Any, y: Any) -> None:
+        coef = numpyro.sample("coef", ndist.Normal(0.0, 1.0).expand([D]).to_event(1))
+        intercept = numpyro.sample("intercept", ndist.Normal(0.0, 5.0))
+        with numpyro.plate("data", N):
+            numpyro.sample("y", ndist.Bernoulli(logits=x @ coef + intercept), obs=y)
+
+    start = time.perf_counter()
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=warmup,
+        num_samples=draws,
+        num_chains=chains,
+        chain_method="vectorized" if chains > 1 else "sequential",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(seed), jnp.asarray(x), jnp.asarray(y), extra_fields=("diverging",))
+    samples = mcmc.get_samples(group_by_chain=True)
+    jax.block_until_ready(samples)
+    wall = time.perf_counter() - start
+    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    return draws_matrix({k: np.asarray(v) for k, v in samples.items()}), divergences, wall
+
+
+def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
+    w = args.warmup
+    confs: list[dict[str, Any]] = []
+    for chains, draws in args.pyrogen_chains:
+        for target in ("model", "potential"):
+            confs.append(
+                {
+                    "name": f"pyrogen HMC-ChEES, {chains} chains x {draws}, {target}",
+                    "run": run_pyrogen,
+                    "kw": dict(chains=chains, draws=draws, warmup=w, target=target),
+                }
+            )
+    confs.append(
+        {
+            "name": f"Pyro NUTS, 1 chain x {args.draws}",
+            "run": run_pyro,
+            "kw": dict(chains=1, draws=args.draws, warmup=w, jit=False),
+        }
+    )
+    confs.append(
+        {
+            "name": f"Pyro NUTS jit, 1 chain x {args.draws}",
+            "run": run_pyro,
+            "kw": dict(chains=1, draws=args.draws, warmup=w, jit=True),
+        }
+    )
+    if has_numpyro():
+        for chains, draws in ((1, args.draws), (4, args.draws), (64, 200 if w >= 100 else 20)):
+            confs.append(
+                {
+                    "name": f"NumPyro NUTS, {chains} chain{'s' * (chains > 1)} x {draws}",
+                    "run": run_numpyro,
+                    "kw": dict(chains=chains, draws=draws, warmup=w),
+                }
+            )
+    return confs
+
+
+def has_numpyro() -> bool:
+    try:
+        import numpyro  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def reference(x: np.ndarray, y: np.ndarray, smoke: bool) -> tuple[dict[str, np.ndarray], str]:
+    if has_numpyro():
+        chains, draws = (2, 50) if smoke else (16, 10000)
+        out, _, wall = run_numpyro(x, y, 12345, chains, draws, 50 if smoke else 1000)
+        how = f"NumPyro NUTS, {chains} vectorized chains x {draws} draws, 1000 warm-up"
+    else:
+        chains, draws = (8, 50) if smoke else (1024, 2000)
+        out, _, wall = run_pyrogen(x, y, 12345, chains, draws, 50 if smoke else 1000, "potential")
+        how = f"pyrogen HMC (no NumPyro installed), {chains} chains x {draws} draws"
+    diag = diagnostics(out)
+    return diag, f"{how} ({wall:.0f} s; min bulk ESS {diag['ess'].min():.0f})"
+
+
+# --------------------------------------------------------------------------- throughput
+def throughput(device: str, chains: int, dim: int, steps: int, transitions: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(dim, 256),
+        torch.nn.SiLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.SiLU(),
+        torch.nn.Linear(256, 1),
+    ).to(device)
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+    def potential(z: torch.Tensor) -> torch.Tensor:  # N(0, I) base times an energy, as KALE
+        return 0.5 * (z * z).sum(-1) + net(z).squeeze(-1)
+
+    state = hmc.init(torch.randn(chains, dim, device=device), potential)
+    state, _ = hmc.step(state, potential, 0.1, steps)  # allocate once before timing
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    accept = 0.0
+    for _ in range(transitions):
+        state, info = hmc.step(state, potential, 0.1, steps)
+        accept += float(info.acceptance_prob.mean())
+    if device == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    return {
+        "device": device,
+        "chains": chains,
+        "dim": dim,
+        "mlp": f"{dim}-256-256-1 SiLU",
+        "leapfrog_steps": steps,
+        "transitions": transitions,
+        "seconds": wall,
+        "chain_transitions_per_s": chains * transitions / wall,
+        "chain_gradients_per_s": chains * transitions * steps / wall,
+        "mean_acceptance": accept / transitions,
+    }
+
+
+# --------------------------------------------------------------------------- report
+def write(out: Path, payload: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mcmc_logistic.json").write_text(json.dumps(payload, indent=1))
+    lines = [
+        "# Bayesian logistic regression: min bulk ESS per second",
+        "",
+        f"Machine: {payload['machine']}. Command: `{payload['command']}`.",
+        f"Median over seeds {payload['seeds']}; N = {N}, D = {D} + intercept, float32, "
+        f"{payload['warmup']} warm-up iterations; wall time includes set-up, compilation and "
+        "warm-up. Mean error: largest |mean - reference| / combined MCSE over the 11 parameters. "
+        f"Reference: {payload['reference']}.",
+        "",
+        "| sampler | min-ESS/s | x Pyro NUTS | min bulk ESS | wall s | max R-hat | divergences "
+        "| mean error (MCSE) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = payload["rows"][0]["ess_per_s"] if payload["rows"] else 1.0
+    for row in payload["rows"]:
+        if row["name"].startswith("Pyro NUTS, 1"):
+            base = row["ess_per_s"]
+    for row in payload["rows"]:
+        lines.append(
+            f"| {row['name']} | {row['ess_per_s']:.0f} | {row['ess_per_s'] / base:.1f} | "
+            f"{row['min_ess']:.0f} | {row['wall']:.1f} | {row['max_rhat']:.3f} | "
+            f"{row['divergences']} | {row['max_mean_error']:.2f} |"
+        )
+    if payload.get("throughput"):
+        lines += [
+            "",
+            "## Throughput: 10,000 chains, 64-d latent, MLP potential (KALE's use)",
+            "",
+            "| device | chains | leapfrog steps | chain-transitions/s | chain-gradients/s "
+            "| mean acceptance |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for t in payload["throughput"]:
+            lines.append(
+                f"| {t['device']} | {t['chains']} | {t['leapfrog_steps']} | "
+                f"{t['chain_transitions_per_s']:.3g} | {t['chain_gradients_per_s']:.3g} | "
+                f"{t['mean_acceptance']:.2f} |"
+            )
+    (out / "mcmc_logistic.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--draws", type=int, default=1000, help="draws for the 1-4 chain runs")
+    parser.add_argument(
+        "--pyrogen-chains",
+        type=lambda s: tuple(map(int, s.split("x"))),
+        nargs="+",
+        default=[(64, 500), (256, 500)],
+        help="pyrogen runs as CHAINSxDRAWS",
+    )
+    parser.add_argument("--only", nargs="*", default=None, help="substrings of names to run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--throughput-chains", type=int, default=10000)
+    parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--smoke-test", action="store_true")
+    args = parser.parse_args(argv)
+    if args.smoke_test:
+        args.seeds, args.warmup, args.draws = [0], 30, 30
+        args.pyrogen_chains = [(8, 20)]
+        args.throughput_chains = 100
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    torch.set_default_dtype(torch.float32)
+    pyro.enable_validation(False)
+
+    x, y, truth = make_data()
+    ref, ref_how = reference(x, y, args.smoke_test)
+    print(f"reference: {ref_how}", flush=True)
+    confs = configurations(args)
+    if args.only:
+        confs = [c for c in confs if any(s in c["name"] for s in args.only)]
+    per: dict[str, list[dict[str, Any]]] = {c["name"]: [] for c in confs}
+    for i, seed in enumerate(args.seeds):
+        order = confs[i % len(confs) :] + confs[: i % len(confs)]
+        for conf in order:
+            draws, divergences, wall = conf["run"](x, y, seed, **conf["kw"])
+            diag = diagnostics(draws)
+            err = np.abs(diag["mean"] - ref["mean"]) / np.sqrt(diag["mcse"] ** 2 + ref["mcse"] ** 2)
+            row = {
+                "seed": seed,
+                "wall": wall,
+                "min_ess": float(diag["ess"].min()),
+                "ess_per_s": float(diag["ess"].min() / wall),
+                "max_rhat": float(diag["rhat"].max()),
+                "divergences": divergences,
+                "max_mean_error": float(err.max()),
+            }
+            per[conf["name"]].append(row)
+            print(
+                f"seed {seed} | {conf['name']}: {row['ess_per_s']:.1f} ESS/s, "
+                f"ESS {row['min_ess']:.0f} in {wall:.1f} s, R-hat {row['max_rhat']:.3f}, "
+                f"{divergences} div, mean err {row['max_mean_error']:.2f}",
+                flush=True,
+            )
+    rows = []
+    for name, runs in per.items():
+        med = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("wall", "min_ess", "ess_per_s", "max_mean_error")
+        }
+        rows.append(
+            {
+                "name": name,
+                **med,
+                "max_rhat": max(r["max_rhat"] for r in runs),
+                "divergences": sum(r["divergences"] for r in runs),
+                "runs": runs,
+            }
+        )
+    through = []
+    if not args.no_throughput:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        for device in devices:
+            t = throughput(device, args.throughput_chains, 64, 10, 3 if args.smoke_test else 20)
+            through.append(t)
+            print(
+                f"throughput {device}: {t['chain_transitions_per_s']:.3g} chain-transitions/s",
+                flush=True,
+            )
+    payload = {
+        "machine": machine(),
+        "command": "python benchmarks/mcmc_logistic.py "
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "seeds": args.seeds,
+        "warmup": args.warmup,
+        "reference": ref_how,
+        "reference_mean": ref["mean"].tolist(),
+        "truth": truth.tolist(),
+        "rows": rows,
+        "throughput": through,
+        "numpyro": has_numpyro(),
+    }
+    write(args.out, payload)
+    print((args.out / "mcmc_logistic.md").read_text())
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+r"""A thin adapter so ``pyro.infer.MCMC`` can drive pyrogen's kernels, one chain per run.
+
+:class:`PyroKernel` implements Pyro's ``MCMCKernel`` protocol (``setup``, ``initial_params``,
+``sample``, ``transforms``, ``diagnostics``) on top of the functional kernels: the state is
+the same :class:`GradientState` with a chain dimension of one, the potential is
+:class:`ModelPotential` (which, with one chain, runs the model exactly as Pyro's HMC does),
+and warm-up adapts the step size by dual averaging and a diagonal mass matrix in Stan's
+windows. Per-draw statistics travel back through Pyro's ``diagnostics`` (also from worker
+processes), so :func:`pyrogen.metrics.to_arviz` can export them.
+
+Example:
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> from pyro.infer import MCMC
+    >>> def model(y):
+    ...     loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+    ...     with pyro.plate("data", len(y)):
+    ...         pyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+    >>> mcmc = MCMC(PyroKernel(model, num_steps=5), num_samples=20, warmup_steps=20,
+    ...             disable_progbar=True)
+    >>> mcmc.run(torch.randn(10))
+    >>> mcmc.get_samples()["loc"].shape
+    torch.Size([20])
+"""
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+from torch import Tensor
+from torch.distributions import Transform
+
+from pyrogen.inference.mcmc import hmc, langevin
+from pyrogen.inference.mcmc.adaptation import (
+    DualAveragingState,
+    WelfordState,
+    dual_averaging_init,
+    dual_averaging_update,
+    warmup_windows,
+    welford_init,
+    welford_update,
+    welford_variance,
+)
+from pyrogen.inference.mcmc.potential import ModelPotential
+from pyrogen.inference.mcmc.sample import _TARGET, find_step_size
+from pyrogen.inference.mcmc.state import GradientState, check_positive_int, init
+
+__all__ = ["PyroKernel"]
+
+
+class PyroKernel(MCMCKernel):
+    """pyrogen HMC or MALA as a ``pyro.infer.MCMC`` kernel.
+
+    Args:
+        model: a Pyro model with continuous latent sites.
+        kernel: ``"hmc"`` or ``"mala"``.
+        step_size: initial step size (found by a doubling search when omitted).
+        num_steps: leapfrog steps per HMC transition.
+        adapt_step_size: dual averaging during warm-up.
+        adapt_mass_matrix: diagonal mass matrix during warm-up.
+        target_accept: acceptance rate to aim for (HMC 0.651, MALA 0.574).
+        max_plate_nesting: plates the model nests (guessed when omitted).
+        init_radius: initial values uniform in ``(-init_radius, init_radius)``, unconstrained.
+        divergence_threshold: energy error counted as a divergence.
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        kernel: str = "hmc",
+        step_size: float | None = None,
+        num_steps: int = 10,
+        adapt_step_size: bool = True,
+        adapt_mass_matrix: bool = True,
+        target_accept: float | None = None,
+        max_plate_nesting: int | None = None,
+        init_radius: float = 2.0,
+        divergence_threshold: float = 1000.0,
+    ) -> None:
+        if kernel not in ("hmc", "mala"):
+            raise ValueError(f"PyroKernel runs 'hmc' or 'mala', got {kernel!r}")
+        check_positive_int("num_steps", num_steps)
+        self.model = model
+        self.kernel = kernel
+        self.initial_step_size = step_size
+        self.num_steps = num_steps
+        self.adapt_step_size = adapt_step_size
+        self.adapt_mass_matrix = adapt_mass_matrix
+        self.target_accept = _TARGET[kernel] if target_accept is None else target_accept
+        self.max_plate_nesting = max_plate_nesting
+        self.init_radius = init_radius
+        self.divergence_threshold = divergence_threshold
+        self.transforms: dict[str, Transform] | None = None
+        self._initial: dict[str, Tensor] | None = None
+
+    def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
+        self.potential = ModelPotential(self.model, args, kwargs, self.max_plate_nesting)
+        # Pyro maps samples back with transforms[name].inv, so it wants constrained -> free.
+        self.transforms = {n: t.inv for n, t in self.potential.transforms.items()}
+        if self._initial is not None:
+            position = torch.cat([self._initial[n].reshape(1, -1) for n in self.potential.names], 1)
+        else:
+            position = self.potential.initial_position(1, self.init_radius)
+        self.state = init(position, self.potential)
+        self.inverse_mass = torch.ones(self.potential.dim, dtype=position.dtype)
+        step = self.initial_step_size or find_step_size(
+            self.state, self.potential, self.kernel, self.inverse_mass
+        )
+        self.step_size = torch.tensor(float(step), dtype=position.dtype)
+        self.averaging: DualAveragingState = dual_averaging_init(self.step_size)
+        self.windows = warmup_windows(warmup_steps) if self.adapt_mass_matrix else []
+        self.welford: WelfordState = welford_init(position)
+        self.warmup_steps = warmup_steps
+        self.t = 0
+        self.draw_stats: dict[str, list[float]] = {
+            k: [] for k in ("acceptance_rate", "diverging", "energy", "lp", "step_size")
+        }
+        self._last_accept = 0.0
+
+    @property
+    def initial_params(self) -> dict[str, Tensor]:
+        if self._initial is not None:
+            return self._initial
+        return {n: v[0] for n, v in self.potential.unflatten(self.state.position).items()}
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, Tensor]) -> None:
+        self._initial = params
+
+    def _position(self, params: dict[str, Tensor]) -> Tensor:
+        return torch.cat([params[n].reshape(1, -1) for n in self.potential.names], 1)
+
+    def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        position = self._position(params)
+        if not torch.equal(position, self.state.position):
+            self.state = init(position, self.potential)
+        state: GradientState
+        info: hmc.HMCInfo | langevin.LangevinInfo
+        if self.kernel == "hmc":
+            state, info = hmc.step(
+                self.state,
+                self.potential,
+                self.step_size,
+                self.num_steps,
+                self.inverse_mass,
+                self.divergence_threshold,
+            )
+            energy = info.energy
+        else:
+            state, info = langevin.mala_step(
+                self.state, self.potential, self.step_size, self.inverse_mass
+            )
+            energy = info.energy
+        self.state = state
+        it = self.t
+        self.t += 1
+        self._last_accept = float(info.acceptance_prob[0])
+        if it < self.warmup_steps:
+            self._adapt(it, info.acceptance_prob)
+        else:
+            for key, value in (
+                ("acceptance_rate", info.acceptance_prob),
+                ("diverging", info.is_divergent),
+                ("energy", energy),
+                ("lp", -state.potential_energy),
+                ("step_size", info.step_size),
+            ):
+                self.draw_stats[key].append(float(value[0]))
+        return {n: v[0] for n, v in self.potential.unflatten(state.position).items()}
+
+    def _adapt(self, it: int, acceptance: Tensor) -> None:
+        if self.adapt_step_size:
+            self.averaging = dual_averaging_update(
+                self.averaging, acceptance.mean(), self.target_accept
+            )
+            self.step_size = self.averaging.log_step_size.exp()
+        for first, last in self.windows:
+            if first <= it <= last:
+                self.welford = welford_update(self.welford, self.state.position)
+            if it == last:
+                self.inverse_mass = welford_variance(self.welford)
+                self.welford = welford_init(self.state.position)
+                if self.adapt_step_size:
+                    self.averaging = dual_averaging_init(self.step_size)
+        if it == self.warmup_steps - 1 and self.adapt_step_size:
+            self.step_size = self.averaging.log_step_size_avg.exp()
+
+    def logging(self) -> OrderedDict:
+        return OrderedDict(
+            [
+                ("step size", f"{float(self.step_size):.2e}"),
+                ("acc. prob", f"{self._last_accept:.3f}"),
+            ]
+        )
+
+    def diagnostics(self) -> dict[str, Any]:
+        diverging = self.draw_stats["diverging"]
+        accept = self.draw_stats["acceptance_rate"]
+        return {
+            "divergences": [i for i, d in enumerate(diverging) if d],
+            "acceptance rate": sum(accept) / max(len(accept), 1),
+            "pyrogen_stats": {k: torch.tensor(v) for k, v in self.draw_stats.items()},
+        }

@@ -1,0 +1,56 @@
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import MCMC
+from test_sample import conjugate, conjugate_posterior, mcse
+
+from pyrogen.inference.mcmc.pyro_kernel import PyroKernel
+
+
+@pytest.mark.parametrize("kernel", ["hmc", "mala"])
+def test_pyro_mcmc_drives_the_kernel_to_the_conjugate_posterior(kernel):
+    g = torch.Generator().manual_seed(1)
+    y = 3 + 2 * torch.randn(15, generator=g, dtype=torch.float64)
+    counts = torch.poisson(torch.full((12,), 4.0, dtype=torch.float64), generator=g)
+    mcmc = MCMC(
+        PyroKernel(conjugate, kernel=kernel, num_steps=5),
+        num_samples=2000 if kernel == "mala" else 1000,
+        warmup_steps=300,
+        disable_progbar=True,
+    )
+    mcmc.run(y, counts)
+    samples = mcmc.get_samples(group_by_chain=True)
+    assert (samples["rate"] > 0).all()  # Pyro applied the kernel's transforms
+    draws = np.stack([samples["loc"].numpy(), samples["rate"].numpy()], -1)
+    mean, cov = conjugate_posterior(y.numpy(), counts.numpy())
+    assert (np.abs(draws.mean((0, 1)) - mean) <= 5 * mcse(draws)).all()
+    squares = (draws - mean) ** 2
+    assert (np.abs(squares.mean((0, 1)) - np.diag(cov)) <= 5 * mcse(squares)).all()
+    diag = mcmc.diagnostics()
+    assert 0.3 < diag["acceptance rate"]["chain 0"] <= 1
+    assert diag["pyrogen_stats"]["chain 0"]["energy"].shape == (draws.shape[1],)
+
+
+def test_initial_params_from_pyro_are_used():
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    kernel = PyroKernel(model, step_size=1e-3, num_steps=1, adapt_step_size=False)
+    mcmc = MCMC(
+        kernel,
+        num_samples=1,
+        warmup_steps=0,
+        initial_params={"x": torch.tensor(3.0)},
+        disable_progbar=True,
+    )
+    mcmc.run()
+    assert abs(mcmc.get_samples()["x"].item() - 3.0) < 0.2
+
+
+def test_bad_kernel_arguments_are_refused():
+    with pytest.raises(ValueError, match="'hmc' or 'mala'"):
+        PyroKernel(conjugate, kernel="ula")
+    with pytest.raises(ValueError, match="num_steps must be a positive integer"):
+        PyroKernel(conjugate, num_steps=0)
