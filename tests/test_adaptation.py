@@ -81,7 +81,9 @@ def test_mass_matrix_learns_the_scales():
 @pytest.mark.parametrize("start", [0.3, 8.0])
 def test_chees_moves_the_trajectory_length_to_its_optimum_from_both_sides(start):
     """For a standard Gaussian and a small step, ChEES per gradient, averaged over the jitter,
-    is 1/(2T) - sin(2T)/(4T^2): one maximum, near T = 1.6."""
+    is h(T) = 1/(2T) - sin(2T)/(4T^2): one maximum, h(1.6) = 0.318. The accepted band
+    [1.0, 2.25] is where h is within 15 % of it (h(1.0) = 0.273, h(2.25) = 0.270): stochastic
+    ascent on a flat top wanders there, not beyond."""
     potential = lambda z: 0.5 * (z**2).sum(-1)  # noqa: E731
     g = torch.Generator().manual_seed(0)
     state, step = chees_init(start), 0.05
@@ -101,4 +103,4 @@ def test_chees_moves_the_trajectory_length_to_its_optimum_from_both_sides(start)
             1.0,
             step,
         )
-    assert 1.0 < math.exp(state.log_length) < 2.6
+    assert 1.0 < math.exp(state.log_length) < 2.25

@@ -22,8 +22,9 @@ def test_block_gibbs_matches_the_exact_distribution_of_a_tiny_rbm():
     assert p > 1e-3
     # the hidden layer too: E[h | v] averaged over chains is the exact E[h]
     hidden_mean = (exact[:, None] * torch.sigmoid(rbm.hidden_logits(states))).sum(0)
+    # a probability varies less than the Bernoulli it is the mean of: a conservative s.e.
     se = (hidden_mean * (1 - hidden_mean) / n).sqrt()
-    assert ((info.hidden_probs.mean(0) - hidden_mean).abs() < 5 * se + 1e-3).all()
+    assert ((info.hidden_probs.mean(0) - hidden_mean).abs() < 5 * se).all()
 
 
 def test_the_chi_square_test_can_fail():

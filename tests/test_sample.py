@@ -107,9 +107,17 @@ def test_half_cauchy_scale_model_samples():
         num_samples=200,
         progress=False,
     )
-    scale = result.samples["scale"]
+    scale = result.samples["scale"].double()
     assert (scale > 0).all() and torch.isfinite(scale).all()
-    assert abs(scale.mean().item() - y.pow(2).mean().sqrt().item()) < 0.5
+    # The posterior of a single scale, by quadrature on a fine grid, is exact enough to test
+    # the Monte Carlo mean against its own standard error.
+    grid = torch.linspace(1e-3, 10.0, 200001, dtype=torch.float64)
+    log_post = dist.HalfCauchy(1.0).log_prob(grid) + dist.Normal(0.0, grid[:, None]).log_prob(
+        y.double()
+    ).sum(1)
+    weights = torch.softmax(log_post, 0)
+    exact = (weights * grid).sum().item()
+    assert abs(scale.mean().item() - exact) <= K * mcse(scale.numpy()[..., None])[0]
 
 
 def test_statistics_have_one_value_per_chain_and_draw(gaussian):
@@ -176,7 +184,8 @@ def test_chains_with_a_non_finite_potential_diverge_and_the_rest_sample():
     assert result.stats["diverging"][:2].all() and result.warmup_divergences[:2].eq(200).all()
     assert (result.stats["acceptance_rate"][:2] == 0).all()
     assert not result.stats["diverging"][2:].any() and result.warmup_divergences[2:].eq(0).all()
-    assert abs(z[2:].var().item() - 1) < 0.3
+    squares = z[2:].numpy() ** 2  # E[z^2] = 1 under N(0, I)
+    assert (abs(squares.mean((0, 1)) - 1) <= K * mcse(squares)).all()
 
 
 def test_interrupted_sampling_returns_the_draws_so_far(gaussian):

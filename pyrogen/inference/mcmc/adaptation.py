@@ -20,6 +20,7 @@ __all__ = [
     "WelfordState",
     "dual_averaging_init",
     "dual_averaging_update",
+    "mass_window_step",
     "warmup_windows",
     "welford_init",
     "welford_update",
@@ -97,6 +98,28 @@ def welford_variance(state: WelfordState, regularize: bool = True) -> Tensor:
         return var
     n = state.num_draws
     return (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
+
+
+def mass_window_step(
+    welford: WelfordState,
+    inverse_mass: Tensor,
+    windows: list[tuple[int, int]],
+    iteration: int,
+    position: Tensor,
+) -> tuple[WelfordState, Tensor, bool]:
+    """Feed warm-up iteration ``iteration``'s positions to the window it falls in.
+
+    Returns the running estimate, the inverse mass matrix and whether a window closed at this
+    iteration (the matrix is then the new estimate and the estimate starts afresh): the
+    caller restarts its step-size (and trajectory) adaptation then.
+    """
+    closed = False
+    for first, last in windows:
+        if first <= iteration <= last:
+            welford = welford_update(welford, position)
+        if iteration == last:
+            inverse_mass, welford, closed = welford_variance(welford), welford_init(position), True
+    return welford, inverse_mass, closed
 
 
 def warmup_windows(num_warmup: int) -> list[tuple[int, int]]:

@@ -37,10 +37,9 @@ from pyrogen.inference.mcmc.adaptation import (
     WelfordState,
     dual_averaging_init,
     dual_averaging_update,
+    mass_window_step,
     warmup_windows,
     welford_init,
-    welford_update,
-    welford_variance,
 )
 from pyrogen.inference.mcmc.potential import ModelPotential
 from pyrogen.inference.mcmc.sample import _TARGET, find_step_size
@@ -146,12 +145,10 @@ class PyroKernel(MCMCKernel):
                 self.inverse_mass,
                 self.divergence_threshold,
             )
-            energy = info.energy
         else:
             state, info = langevin.mala_step(
                 self.state, self.potential, self.step_size, self.inverse_mass
             )
-            energy = info.energy
         self.state = state
         it = self.t
         self.t += 1
@@ -162,7 +159,7 @@ class PyroKernel(MCMCKernel):
             for key, value in (
                 ("acceptance_rate", info.acceptance_prob),
                 ("diverging", info.is_divergent),
-                ("energy", energy),
+                ("energy", info.energy),
                 ("lp", -state.potential_energy),
                 ("step_size", info.step_size),
             ):
@@ -175,14 +172,11 @@ class PyroKernel(MCMCKernel):
                 self.averaging, acceptance.mean(), self.target_accept
             )
             self.step_size = self.averaging.log_step_size.exp()
-        for first, last in self.windows:
-            if first <= it <= last:
-                self.welford = welford_update(self.welford, self.state.position)
-            if it == last:
-                self.inverse_mass = welford_variance(self.welford)
-                self.welford = welford_init(self.state.position)
-                if self.adapt_step_size:
-                    self.averaging = dual_averaging_init(self.step_size)
+        self.welford, self.inverse_mass, closed = mass_window_step(
+            self.welford, self.inverse_mass, self.windows, it, self.state.position
+        )
+        if closed and self.adapt_step_size:
+            self.averaging = dual_averaging_init(self.step_size)
         if it == self.warmup_steps - 1 and self.adapt_step_size:
             self.step_size = self.averaging.log_step_size_avg.exp()
 

@@ -31,10 +31,9 @@ from pyrogen.inference.mcmc import hmc, langevin
 from pyrogen.inference.mcmc.adaptation import (
     dual_averaging_init,
     dual_averaging_update,
+    mass_window_step,
     warmup_windows,
     welford_init,
-    welford_update,
-    welford_variance,
 )
 from pyrogen.inference.mcmc.chees import chees_init, chees_rescale, chees_update, halton
 from pyrogen.inference.mcmc.potential import ModelPotential
@@ -319,16 +318,15 @@ def sample(
                         float(eps.mean()),
                         max_steps,
                     )
-                for first, last in windows:
-                    if first <= it <= last:
-                        welford = welford_update(welford, state.position)
-                    if it == last:
-                        old_inverse_mass, inverse_mass = inverse_mass, welford_variance(welford)
-                        if use_chees:
-                            trajectory = chees_rescale(trajectory, old_inverse_mass, inverse_mass)
-                        welford = welford_init(position)
-                        if adapt_step_size:
-                            averaging = dual_averaging_init(eps)
+                old_inverse_mass = inverse_mass
+                welford, inverse_mass, closed = mass_window_step(
+                    welford, inverse_mass, windows, it, state.position
+                )
+                if closed:
+                    if use_chees:
+                        trajectory = chees_rescale(trajectory, old_inverse_mass, inverse_mass)
+                    if adapt_step_size:
+                        averaging = dual_averaging_init(eps)
                 if it == num_warmup - 1:
                     if adapt_step_size:
                         eps = averaging.log_step_size_avg.exp()
