@@ -30,7 +30,10 @@ def test_pyro_mcmc_drives_the_kernel_to_the_conjugate_posterior(kernel):
     assert (np.abs(squares.mean((0, 1)) - np.diag(cov)) <= 5 * mcse(squares)).all()
     diag = mcmc.diagnostics()
     assert 0.3 < diag["acceptance rate"]["chain 0"] <= 1
-    assert diag["pyrogen_stats"]["chain 0"]["energy"].shape == (draws.shape[1],)
+    stats = diag["pyrogen_stats"]["chain 0"]
+    assert stats["energy"].shape == (draws.shape[1],)
+    if kernel == "hmc":  # the step size is jittered per transition, as in sample()
+        assert stats["step_size"].std() > 0
 
 
 def test_initial_params_from_pyro_are_used():
@@ -54,3 +57,5 @@ def test_bad_kernel_arguments_are_refused():
         PyroKernel(conjugate, kernel="ula")
     with pytest.raises(ValueError, match="num_steps must be a positive integer"):
         PyroKernel(conjugate, num_steps=0)
+    with pytest.raises(ValueError, match=r"step_size_jitter must be in \[0, 1\)"):
+        PyroKernel(conjugate, step_size_jitter=1.0)

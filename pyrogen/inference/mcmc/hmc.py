@@ -26,6 +26,7 @@ from torch import Tensor
 from pyrogen.inference.mcmc.state import (
     GradientState,
     PotentialFn,
+    check_jitter,
     check_positive_int,
     check_step_size,
     init,
@@ -35,7 +36,7 @@ from pyrogen.inference.mcmc.state import (
     sum_event,
 )
 
-__all__ = ["HMCInfo", "init", "kinetic_energy", "leapfrog", "step"]
+__all__ = ["HMCInfo", "init", "jitter_step_size", "kinetic_energy", "leapfrog", "step"]
 
 
 class HMCInfo(NamedTuple):
@@ -60,6 +61,19 @@ class HMCInfo(NamedTuple):
     num_steps: int
     proposal: Tensor
     proposal_momentum: Tensor
+
+
+def jitter_step_size(
+    step_size: Tensor, num_chains: int, jitter: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Each chain's step size times a uniform factor in ``[1 - jitter, 1 + jitter]``.
+
+    A fixed trajectory length can be close to a period of some direction, and chains barely
+    move along it; jittering the step breaks that (Neal, 2011, section 5.4.2.2).
+    """
+    check_jitter(jitter)
+    u = torch.rand(num_chains, dtype=step_size.dtype, device=step_size.device, generator=generator)
+    return step_size * (1 + jitter * (2 * u - 1))
 
 
 def kinetic_energy(momentum: Tensor, inverse_mass: Tensor | float = 1.0) -> Tensor:

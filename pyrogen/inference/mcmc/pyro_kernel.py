@@ -43,7 +43,7 @@ from pyrogen.inference.mcmc.adaptation import (
 )
 from pyrogen.inference.mcmc.potential import ModelPotential
 from pyrogen.inference.mcmc.sample import _TARGET, find_step_size
-from pyrogen.inference.mcmc.state import GradientState, check_positive_int, init
+from pyrogen.inference.mcmc.state import GradientState, check_jitter, check_positive_int, init
 
 __all__ = ["PyroKernel"]
 
@@ -56,6 +56,8 @@ class PyroKernel(MCMCKernel):
         kernel: ``"hmc"`` or ``"mala"``.
         step_size: initial step size (found by a doubling search when omitted).
         num_steps: leapfrog steps per HMC transition.
+        step_size_jitter: HMC step sizes vary uniformly by this fraction per transition
+            (:func:`hmc.jitter_step_size`), as in :func:`sample`.
         adapt_step_size: dual averaging during warm-up.
         adapt_mass_matrix: diagonal mass matrix during warm-up.
         target_accept: acceptance rate to aim for (HMC 0.651, MALA 0.574).
@@ -70,6 +72,7 @@ class PyroKernel(MCMCKernel):
         kernel: str = "hmc",
         step_size: float | None = None,
         num_steps: int = 10,
+        step_size_jitter: float = 0.2,
         adapt_step_size: bool = True,
         adapt_mass_matrix: bool = True,
         target_accept: float | None = None,
@@ -84,6 +87,8 @@ class PyroKernel(MCMCKernel):
         self.kernel = kernel
         self.initial_step_size = step_size
         self.num_steps = num_steps
+        check_jitter(step_size_jitter)
+        self.step_size_jitter = step_size_jitter
         self.adapt_step_size = adapt_step_size
         self.adapt_mass_matrix = adapt_mass_matrix
         self.target_accept = _TARGET[kernel] if target_accept is None else target_accept
@@ -140,7 +145,7 @@ class PyroKernel(MCMCKernel):
             state, info = hmc.step(
                 self.state,
                 self.potential,
-                self.step_size,
+                hmc.jitter_step_size(self.step_size, 1, self.step_size_jitter),
                 self.num_steps,
                 self.inverse_mass,
                 self.divergence_threshold,

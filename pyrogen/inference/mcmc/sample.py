@@ -40,6 +40,7 @@ from pyrogen.inference.mcmc.potential import ModelPotential
 from pyrogen.inference.mcmc.state import (
     GradientState,
     PotentialFn,
+    check_jitter,
     check_positive_int,
     check_step_size,
     init,
@@ -177,9 +178,8 @@ def sample(
             per chain.
         max_steps: cap on leapfrog steps per transition.
         step_size_jitter: with a fixed ``num_steps``, each chain's step size is multiplied by
-            a uniform factor in ``[1 - j, 1 + j]`` at every transition: a fixed trajectory
-            length can be close to a period of some direction, and such chains barely move
-            there (Neal, 2011, section 5.4.2.2). ChEES already jitters the length.
+            a uniform factor in ``[1 - j, 1 + j]`` at every transition
+            (:func:`hmc.jitter_step_size`). ChEES already jitters the length.
         thin: keep every ``thin``-th draw.
         generator: ``torch.Generator`` for every random number (default: torch's global one).
         progress: a tqdm bar.
@@ -194,6 +194,7 @@ def sample(
     check_positive_int("num_samples", num_samples)
     check_positive_int("thin", thin)
     check_positive_int("max_steps", max_steps)
+    check_jitter(step_size_jitter)
     if num_steps is not None:
         check_positive_int("num_steps", num_steps)
     if step_size is not None:
@@ -203,8 +204,6 @@ def sample(
             "unadjusted Langevin has no accept step to adapt on: give step_size and "
             "adapt_step_size=False"
         )
-    if not 0.0 <= step_size_jitter < 1.0:
-        raise ValueError(f"step_size_jitter must be in [0, 1), got {step_size_jitter}")
     if target_accept is None:
         target_accept = _TARGET.get(kernel, 0.0)
     elif not 0.0 < target_accept < 1.0:
@@ -286,8 +285,7 @@ def sample(
                     used = eps
                 else:
                     steps = num_steps or 1
-                    u = torch.rand(n_chains, dtype=dtype, device=device, generator=generator)
-                    used = eps * (1 + step_size_jitter * (2 * u - 1))
+                    used = hmc.jitter_step_size(eps, n_chains, step_size_jitter, generator)
                 start = state.position
                 state, info = hmc.step(
                     state, potential_fn, used, steps, inverse_mass, divergence_threshold, generator

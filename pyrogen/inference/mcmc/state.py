@@ -113,6 +113,11 @@ def check_step_size(step_size: Tensor | float) -> None:
         raise ValueError(f"step_size must be positive and finite, got {step_size!r}")
 
 
+def check_jitter(jitter: float) -> None:
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"step_size_jitter must be in [0, 1), got {jitter}")
+
+
 def _listed(mask: Tensor) -> str:
     idx = mask.nonzero().flatten().tolist()
     return str(idx[:10])[:-1] + (", ...]" if len(idx) > 10 else "]")
