@@ -7,69 +7,146 @@ first test fails until it does.
 import inspect
 import math
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import pyro
 import pytest
 import torch
 
 import pyrogen.inference as inference
-from pyrogen.inference import CUBO, IWAE, Objective, RenyiBound, VRMax
+from pyrogen.inference import (
+    CUBO,
+    GAN,
+    IWAE,
+    WGAN,
+    WGANGP,
+    HingeGAN,
+    Objective,
+    RenyiBound,
+    VRMax,
+    empty_guide,
+)
+from pyrogen.inference.gan import Adversarial
 from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian
+from pyrogen.models.gan import Generator, mlp
 
 Z = 5.0
 
-CASES: dict[str, Callable[[bool], Objective]] = {
-    "RenyiBound(alpha=1)": lambda v: RenyiBound(1.0, 3, vectorize_particles=v),
-    "RenyiBound(alpha=0.5)": lambda v: RenyiBound(0.5, 3, vectorize_particles=v),
-    "RenyiBound(alpha=-1)": lambda v: RenyiBound(-1.0, 3, vectorize_particles=v),
-    "RenyiBound(alpha=0.5, dreg)": lambda v: RenyiBound(
-        0.5, 3, gradient="dreg", vectorize_particles=v
+
+class Problem(NamedTuple):
+    """What an objective is run on: model, guide, data, and every module whose parameters
+    its losses must reach (model, guide and the objective's own players)."""
+
+    model: torch.nn.Module
+    guide: Any
+    x: torch.Tensor
+    modules: dict[str, torch.nn.Module]
+    num_pyro_params: int
+
+
+def conjugate(seed: int = 0) -> Problem:
+    model = ConjugateGaussian(dim=2, prior_loc=0.3)
+    guide = AmortizedGaussianGuide(dim=2).set_to(0.6, 0.1, 0.7)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(12, 2, generator=gen)
+    return Problem(model, guide, x, {"model": model, "guide": guide}, 4)
+
+
+def _generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator(mlp([2, 8, 2]), latent_dim=2, event_shape=(2,))
+
+
+def _critic(pack: int = 1, output_bias: bool = True) -> torch.nn.Module:
+    """A small critic; Wasserstein and hinge losses do not depend on a constant shift of
+    the critic (its gradient cancels between real and fake), so theirs has no output bias."""
+    torch.manual_seed(1)
+    net = mlp([2 * pack, 8, 1], activation=torch.nn.Tanh)
+    if not output_bias:
+        net[-1] = torch.nn.Linear(8, 1, bias=False)
+    return net
+
+
+def adversarial(objective: Adversarial) -> Problem:
+    gen = _generator()
+    x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))
+    return Problem(gen, empty_guide, x, {"generator": gen, "critic": objective.critic}, 4)
+
+
+Case = Callable[[bool], tuple[Objective, Problem]]
+
+
+def _on_conjugate(make: Callable[[bool], Objective]) -> Case:
+    return lambda v: (make(v), conjugate())
+
+
+def _adv(make: Callable[[], Adversarial]) -> Case:
+    def case(v: bool) -> tuple[Objective, Problem]:
+        obj = make()
+        return obj, adversarial(obj)
+
+    return case
+
+
+CASES: dict[str, Case] = {
+    "RenyiBound(alpha=1)": _on_conjugate(lambda v: RenyiBound(1.0, 3, vectorize_particles=v)),
+    "RenyiBound(alpha=0.5)": _on_conjugate(lambda v: RenyiBound(0.5, 3, vectorize_particles=v)),
+    "RenyiBound(alpha=-1)": _on_conjugate(lambda v: RenyiBound(-1.0, 3, vectorize_particles=v)),
+    "RenyiBound(alpha=0.5, dreg)": _on_conjugate(
+        lambda v: RenyiBound(0.5, 3, gradient="dreg", vectorize_particles=v)
     ),
-    "IWAE": lambda v: IWAE(3, vectorize_particles=v),
-    "IWAE(dreg)": lambda v: IWAE(3, gradient="dreg", vectorize_particles=v),
-    "VRMax": lambda v: VRMax(3, vectorize_particles=v),
-    "CUBO": lambda v: CUBO(2.0, 3, vectorize_particles=v),
+    "IWAE": _on_conjugate(lambda v: IWAE(3, vectorize_particles=v)),
+    "IWAE(dreg)": _on_conjugate(lambda v: IWAE(3, gradient="dreg", vectorize_particles=v)),
+    "VRMax": _on_conjugate(lambda v: VRMax(3, vectorize_particles=v)),
+    "CUBO": _on_conjugate(lambda v: CUBO(2.0, 3, vectorize_particles=v)),
+    "GAN": _adv(lambda: GAN(_critic())),
+    "GAN(minimax, pack=2)": _adv(lambda: GAN(_critic(2), generator_loss="minimax", pack=2)),
+    "HingeGAN": _adv(lambda: HingeGAN(_critic(output_bias=False))),
+    "WGAN": _adv(lambda: WGAN(_critic(output_bias=False), clip=0.5)),
+    "WGANGP": _adv(lambda: WGANGP(_critic(output_bias=False))),
 }
+
+
+def _total(loss: Any) -> torch.Tensor:
+    return loss if isinstance(loss, torch.Tensor) else torch.stack(list(loss)).sum()
+
+
+def _value(loss: float | tuple[float, ...]) -> float:
+    return float(loss) if isinstance(loss, float) else float(sum(loss))
 
 
 def _exported_objectives() -> set[type]:
     return {
         obj
         for _, obj in inspect.getmembers(inference, inspect.isclass)
-        if issubclass(obj, Objective) and obj is not Objective
+        if issubclass(obj, Objective)
+        and obj is not Objective
+        and not inspect.isabstract(obj)
+        and obj is not Adversarial
     }
 
 
 def test_every_objective_has_a_contract_case() -> None:
-    covered = {type(make(True)) for make in CASES.values()}
+    covered = {type(make(True)[0]) for make in CASES.values()}
     missing = _exported_objectives() - covered
     assert not missing, f"add contract cases for {sorted(c.__name__ for c in missing)}"
 
 
-def _pair(seed: int = 0) -> tuple[ConjugateGaussian, AmortizedGaussianGuide, torch.Tensor]:
-    model = ConjugateGaussian(dim=2, prior_loc=0.3)
-    guide = AmortizedGaussianGuide(dim=2).set_to(0.6, 0.1, 0.7)
-    gen = torch.Generator().manual_seed(seed)
-    return model, guide, torch.randn(12, 2, generator=gen)
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_finite_scalar_and_gradients_reach_every_parameter(name: str) -> None:
-    model, guide, x = _pair()
-    loss = CASES[name](True).differentiable_loss(model, guide, x)
-    assert loss.shape == () and torch.isfinite(loss)
-    params = dict(model.named_parameters(prefix="model")) | dict(
-        guide.named_parameters(prefix="guide")
-    )
-    grads = torch.autograd.grad(loss, list(params.values()))
+    obj, (model, guide, x, modules, _) = CASES[name](True)
+    out = obj.differentiable_loss(model, guide, x)
+    parts = [out] if isinstance(out, torch.Tensor) else list(out)
+    assert all(p.shape == () and torch.isfinite(p) for p in parts), out
+    params = {f"{m}.{k}": v for m, module in modules.items() for k, v in module.named_parameters()}
+    grads = torch.autograd.grad(_total(out), list(params.values()))
     for (pname, _), g in zip(params.items(), grads, strict=True):
         assert torch.isfinite(g).all() and float(g.abs().sum()) > 0, pname
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_loss_equals_differentiable_loss(name: str) -> None:
-    model, guide, x = _pair()
-    obj = CASES[name](True)
+    obj, (model, guide, x, _, _) = CASES[name](True)
     obj.loss(model, guide, x)  # the first call draws extra numbers to find the plate nesting
     pyro.set_rng_seed(7)
     value = obj.loss(model, guide, x)
@@ -77,19 +154,22 @@ def test_loss_equals_differentiable_loss(name: str) -> None:
     tensor = obj.differentiable_loss(model, guide, x)
     pyro.set_rng_seed(7)
     from_grads = obj.loss_and_grads(model, guide, x)
-    assert isinstance(value, float)
-    assert value == float(tensor.detach()) == from_grads
+    if isinstance(tensor, torch.Tensor):
+        assert isinstance(value, float)
+        assert value == float(tensor.detach()) == from_grads
+    else:  # named losses: a NamedTuple of floats, field by field
+        assert type(value) is type(tensor) is type(from_grads)
+        assert list(value) == [float(t.detach()) for t in tensor] == list(from_grads)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_vectorized_equals_sequential(name: str) -> None:
     """Same distribution of the loss, whichever way the particles are drawn."""
-    model, guide, x = _pair()
     reps = 300
     samples = {}
     for vectorize in [True, False]:
-        obj = CASES[name](vectorize)
-        samples[vectorize] = torch.tensor([obj.loss(model, guide, x) for _ in range(reps)])
+        obj, (model, guide, x, _, _) = CASES[name](vectorize)
+        samples[vectorize] = torch.tensor([_value(obj.loss(model, guide, x)) for _ in range(reps)])
     a, b = samples[True], samples[False]
     se = math.sqrt(float(a.var() + b.var()) / reps)
     assert abs(float(a.mean() - b.mean())) < Z * se, (float(a.mean()), float(b.mean()), se)
@@ -97,29 +177,33 @@ def test_vectorized_equals_sequential(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_runs_through_svi(name: str) -> None:
-    model, guide, x = _pair()
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=CASES[name](True))
+    obj, (model, guide, x, modules, num_params) = CASES[name](True)
+    # A player the objective holds (a critic) must register itself with pyro.module while
+    # the loss runs, or SVI's optimiser never sees it.
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=obj)
+    svi.step(x)  # registers the programs' parameters
     before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
-    losses = [svi.step(x) for _ in range(5)]
+    losses = [_value(svi.step(x)) for _ in range(5)]
     after = dict(pyro.get_param_store().items())
     assert all(math.isfinite(v) for v in losses)
-    assert len(after) == 4  # the model's prior mean and the guide's three parameters
+    extra = sum(len(list(m.parameters())) for m in modules.values() if m not in (model, guide))
+    assert len(after) == num_params + extra
     for k, v in before.items():
         assert not torch.equal(v, after[k].detach()), f"SVI did not move {k}"
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_runs_as_a_module(name: str) -> None:
-    model, guide, x = _pair()
-    module = CASES[name](True)(model, guide)
+    obj, (model, guide, x, modules, _) = CASES[name](True)
+    module = obj(model, guide)
     assert isinstance(module, torch.nn.Module)
     params = list(module.parameters())
-    assert len(params) == 4
+    assert len(params) == sum(len(list(m.parameters())) for m in modules.values())
     opt = torch.optim.Adam(params, lr=0.05)
     before = [p.detach().clone() for p in params]
     for _ in range(5):
         opt.zero_grad()
-        loss = module(x)
+        loss = _total(module(x))
         loss.backward()
         opt.step()
     assert all(not torch.equal(b, p.detach()) for b, p in zip(before, params, strict=True))

@@ -1,16 +1,25 @@
 """Objectives for Pyro model/guide pairs; batched samplers in ``pyrogen.inference.mcmc``."""
 
+from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
 from pyrogen.inference.importance import LogWeights, log_weights
-from pyrogen.inference.objective import Objective
+from pyrogen.inference.objective import Objective, empty_guide
 from pyrogen.inference.renyi import CUBO, IWAE, RenyiBound, VRMax, renyi_reduce
+from pyrogen.inference.trainer import Trainer
 
 __all__ = [
     "CUBO",
+    "GAN",
     "IWAE",
+    "WGAN",
+    "WGANGP",
+    "GANLosses",
+    "HingeGAN",
     "LogWeights",
     "Objective",
     "RenyiBound",
+    "Trainer",
     "VRMax",
+    "empty_guide",
     "log_weights",
     "renyi_reduce",
 ]

@@ -73,6 +73,12 @@ def _plate_nesting(traces: list[tuple[Trace, Trace]]) -> int:
     return max(dims, default=0)
 
 
+def empty_guide(*args: Any, **kwargs: Any) -> None:
+    """A guide with no sites, for objectives that guide no latent variable (generators,
+    unnormalized models): ``pyro.infer.SVI(model, empty_guide, optim, loss)``."""
+    return None
+
+
 class Objective(ELBO):
     r"""Base class: implement :meth:`differentiable_loss`, inherit the rest.
 
@@ -125,6 +131,63 @@ class Objective(ELBO):
         if isinstance(total, torch.Tensor) and total.requires_grad:
             total.backward(retain_graph=self.retain_graph)
         return _as_float(out)
+
+    # Roles: what the several-player trainer reads. One role, "model", by default: every
+    # Pyro parameter of the model and guide, stepped on the sum of the named losses.
+    roles: tuple[str, ...] = ("model",)
+    default_optimizers: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
+        "model": (torch.optim.Adam, {"lr": 1e-3}),
+    }
+
+    def steps_per_iteration(self) -> dict[str, int]:
+        """Updates of each role per trainer iteration."""
+        return {role: 1 for role in self.roles}
+
+    def role_loss(
+        self,
+        role: str,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """The loss that ``role``'s optimiser minimises."""
+        if role not in self.roles:
+            raise ValueError(f"unknown role {role!r}; roles are {self.roles}")
+        out = self.differentiable_loss(model, guide, *args, **kwargs)
+        return out if isinstance(out, torch.Tensor) else torch.stack(list(out)).sum()
+
+    def role_parameters(
+        self,
+        role: str,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        """The parameters ``role`` updates, by name: here the Pyro parameters (unconstrained)
+        that running ``model`` and ``guide`` once registers, as :class:`pyro.infer.SVI`
+        finds them. Running them draws random numbers."""
+        if role not in self.roles:
+            raise ValueError(f"unknown role {role!r}; roles are {self.roles}")
+        return self.pyro_parameters(model, guide, *args, **kwargs)
+
+    @staticmethod
+    def pyro_parameters(
+        model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """The Pyro parameters (unconstrained) registered by one run of guide and model."""
+        with poutine.block(), poutine.trace(param_only=True) as tracer:
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            poutine.replay(model, trace=guide_trace)(*args, **kwargs)
+        return {
+            name: site["value"].unconstrained()
+            for name, site in tracer.trace.nodes.items()
+            if site["type"] == "param" and site["value"] is not None
+        }
+
+    def after_step(self, role: str) -> None:
+        """Called by the trainer after each optimiser step of ``role`` (e.g. clipping)."""
 
     # Traces and weights, shared by the importance-weighted objectives.
     def _get_trace(

@@ -1,6 +1,7 @@
 """Ready Pyro model/guide pairs."""
 
 from pyrogen.models.conjugate import AmortizedGaussianGuide, ConjugateGaussian
+from pyrogen.models.gan import Generator, mlp
 from pyrogen.models.rbm import BernoulliRBM
 from pyrogen.models.vae import ARCHITECTURES, LIKELIHOODS, VAE, build_vae
 
@@ -11,5 +12,7 @@ __all__ = [
     "AmortizedGaussianGuide",
     "BernoulliRBM",
     "ConjugateGaussian",
+    "Generator",
     "build_vae",
+    "mlp",
 ]
