@@ -50,3 +50,30 @@ def test_mcmc_logistic_smoke(tmp_path: Path) -> None:
     for r in summary["rows"]:
         assert r["min_ess"] > 0 and r["wall"] > 0, r["name"]
     assert summary["throughput"][0]["chain_transitions_per_s"] > 0
+
+
+def test_rbm_mnist_smoke(tmp_path: Path) -> None:
+    _run("rbm_mnist.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path), "--no-progress")
+    summary = json.loads((tmp_path / "rbm_mnist.json").read_text())
+    assert [r["method"] for r in summary["results"]] == ["cd1", "cd10", "pcd1"]
+    for r in summary["results"]:
+        s = r["score"]
+        assert r["epochs_done"] == 2 and s["test_ll"] < 0
+        # 2 hidden units: the short AIS must agree with the exact log Z
+        assert abs(s["log_z"] - s["exact_log_z"]) < 0.05, s
+    assert (tmp_path / "runs" / "pcd1" / "checkpoint.pt").exists()
+    assert "| PCD-1 |" in (tmp_path / "rbm_mnist.md").read_text()
+    assert (tmp_path / "rbm_mnist.png").stat().st_size > 0
+
+
+def test_gan_modes_smoke(tmp_path: Path) -> None:
+    _run("gan_modes.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "gan_modes.json").read_text())
+    cells = {(r["dataset"], r["objective"]) for r in summary["rows"]}
+    assert cells == {
+        (d, o) for d in ("grid", "ring") for o in ("gan", "hinge", "pacgan2", "wgan", "wgan-gp")
+    }
+    for r in summary["rows"]:
+        assert r["seeds"] == 2 and 0 <= r["high_quality"] <= 100
+    assert "PacGAN Table 1" in (tmp_path / "gan_modes.md").read_text()
+    assert (tmp_path / "gan_modes_samples.png").stat().st_size > 0

@@ -20,6 +20,7 @@ from pyrogen.inference import (
     IWAE,
     WGAN,
     WGANGP,
+    ContrastiveDivergence,
     HingeGAN,
     Objective,
     RenyiBound,
@@ -27,7 +28,7 @@ from pyrogen.inference import (
     empty_guide,
 )
 from pyrogen.inference.gan import Adversarial
-from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian
+from pyrogen.models import AmortizedGaussianGuide, BernoulliRBM, ConjugateGaussian
 from pyrogen.models.gan import Generator, mlp
 
 Z = 5.0
@@ -73,6 +74,27 @@ def adversarial(objective: Adversarial) -> Problem:
     return Problem(gen, empty_guide, x, {"generator": gen, "critic": objective.critic}, 4)
 
 
+def rbm_problem() -> tuple[BernoulliRBM, Problem]:
+    """Contrastive divergence scores rows with its RBM's free energy; the guide is empty."""
+    torch.manual_seed(0)
+    rbm = BernoulliRBM(6, 4).double()
+    with torch.no_grad():
+        rbm.weight.normal_(0, 1.0)
+        rbm.visible_bias.normal_(0, 0.5)
+        rbm.hidden_bias.normal_(0, 0.5)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.full((12, 6), 0.4, dtype=torch.float64), generator=gen)
+    return rbm, Problem(rbm.model, empty_guide, x, {"energy": rbm}, 0)
+
+
+def _cd(k: int) -> Callable[[bool], tuple[Objective, Problem]]:
+    def case(v: bool) -> tuple[Objective, Problem]:
+        rbm, problem = rbm_problem()
+        return ContrastiveDivergence(rbm, k=k), problem  # no particles: v changes nothing
+
+    return case
+
+
 Case = Callable[[bool], tuple[Objective, Problem]]
 
 
@@ -104,6 +126,8 @@ CASES: dict[str, Case] = {
     "HingeGAN": _adv(lambda: HingeGAN(_critic(output_bias=False))),
     "WGAN": _adv(lambda: WGAN(_critic(output_bias=False), clip=0.5)),
     "WGANGP": _adv(lambda: WGANGP(_critic(output_bias=False))),
+    "ContrastiveDivergence(k=1)": _cd(1),
+    "ContrastiveDivergence(k=3)": _cd(3),
 }
 
 

@@ -1,5 +1,6 @@
 """Objectives for Pyro model/guide pairs; batched samplers in ``pyrogen.inference.mcmc``."""
 
+from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
 from pyrogen.inference.importance import LogWeights, log_weights
 from pyrogen.inference.objective import Objective, empty_guide
@@ -12,6 +13,7 @@ __all__ = [
     "IWAE",
     "WGAN",
     "WGANGP",
+    "ContrastiveDivergence",
     "GANLosses",
     "HingeGAN",
     "LogWeights",

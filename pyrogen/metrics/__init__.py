@@ -1,19 +1,39 @@
-"""Measurements: log-likelihood estimates, sample quality (mode coverage, MMD) and ArviZ
-export."""
+"""Measurements: log-likelihood estimates (importance sampling; AIS for RBMs), sample quality
+(mode coverage, MMD) and ArviZ export."""
 
+from pyrogen.metrics.ais import (
+    AISResult,
+    RBMLogLikelihood,
+    ais_log_partition,
+    base_log_partition,
+    base_rate_bias,
+    default_betas,
+    exact_samples,
+    rbm_log_likelihood,
+    reverse_ais_log_partition,
+)
 from pyrogen.metrics.arviz import PyroStatsRecorder, to_arviz
 from pyrogen.metrics.likelihood import LogLikelihood, active_units, log_likelihood
 from pyrogen.metrics.sample_quality import MMD, ModeCoverage, median_bandwidth, mmd, mode_coverage
 
 __all__ = [
-    "MMD",
+    "AISResult",
     "LogLikelihood",
+    "MMD",
     "ModeCoverage",
     "PyroStatsRecorder",
+    "RBMLogLikelihood",
     "active_units",
+    "ais_log_partition",
+    "base_log_partition",
+    "base_rate_bias",
+    "default_betas",
+    "exact_samples",
     "log_likelihood",
     "median_bandwidth",
     "mmd",
     "mode_coverage",
+    "rbm_log_likelihood",
+    "reverse_ais_log_partition",
     "to_arviz",
 ]
