@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -18,12 +19,14 @@ from pyrogen.inference import (
     CUBO,
     GAN,
     IWAE,
+    NCE,
     WGAN,
     WGANGP,
     ContrastiveDivergence,
     HingeGAN,
     Objective,
     RenyiBound,
+    SelfContrastive,
     VRMax,
     empty_guide,
 )
@@ -98,6 +101,36 @@ def _cd(k: int) -> Callable[[bool], tuple[Objective, Problem]]:
 Case = Callable[[bool], tuple[Objective, Problem]]
 
 
+class _GaussianEnergy(torch.nn.Module):
+    """An unnormalized diagonal Gaussian for NCE, with its own log-normalizer or none."""
+
+    def __init__(self, log_z: bool = True) -> None:
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.tensor([0.3, -0.2]))
+        self.log_precision = torch.nn.Parameter(torch.tensor([0.1, -0.1]))
+        self.log_Z = torch.nn.Parameter(torch.tensor(1.0)) if log_z else None
+
+    def forward(self, x: torch.Tensor) -> None:
+        pyro.module("energy", self)
+        with pyro.plate("data", x.shape[0]):
+            log_p = -0.5 * (self.log_precision.exp() * (x - self.loc) ** 2).sum(-1)
+            pyro.factor("energy", log_p if self.log_Z is None else log_p - self.log_Z)
+
+
+def _nce(learn_log_normalizer: bool) -> Case:
+    def case(v: bool) -> tuple[Objective, Problem]:
+        noise = dist.Normal(torch.zeros(2), 2.0).to_event(1)
+        obj = NCE(noise, nu=2.0, learn_log_normalizer=learn_log_normalizer, vectorize_particles=v)
+        model = _GaussianEnergy(log_z=not learn_log_normalizer)
+        x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))
+        modules: dict[str, torch.nn.Module] = {"model": model}
+        if obj.normalizer is not None:  # NCE's own log Z, registered by NCE as "nce$$$log_Z"
+            modules["log_normalizer"] = obj.normalizer
+        return obj, Problem(model, empty_guide, x, modules, len(list(model.parameters())))
+
+    return case
+
+
 def _on_conjugate(make: Callable[[bool], Objective]) -> Case:
     return lambda v: (make(v), conjugate())
 
@@ -126,6 +159,11 @@ CASES: dict[str, Case] = {
     "HingeGAN": _adv(lambda: HingeGAN(_critic(output_bias=False))),
     "WGAN": _adv(lambda: WGAN(_critic(output_bias=False), clip=0.5)),
     "WGANGP": _adv(lambda: WGANGP(_critic(output_bias=False))),
+    "NCE": _nce(learn_log_normalizer=False),
+    "NCE(learn_log_normalizer)": _nce(learn_log_normalizer=True),
+    "SelfContrastive": _on_conjugate(
+        lambda v: SelfContrastive(nu=1.0, num_particles=3, vectorize_particles=v)
+    ),
     "ContrastiveDivergence(k=1)": _cd(1),
     "ContrastiveDivergence(k=3)": _cd(3),
 }

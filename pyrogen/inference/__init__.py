@@ -3,6 +3,7 @@
 from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
 from pyrogen.inference.importance import LogWeights, log_weights
+from pyrogen.inference.nce import NCE, SelfContrastive
 from pyrogen.inference.objective import Objective, empty_guide
 from pyrogen.inference.renyi import CUBO, IWAE, RenyiBound, VRMax, renyi_reduce
 from pyrogen.inference.trainer import Trainer
@@ -17,8 +18,10 @@ __all__ = [
     "GANLosses",
     "HingeGAN",
     "LogWeights",
+    "NCE",
     "Objective",
     "RenyiBound",
+    "SelfContrastive",
     "Trainer",
     "VRMax",
     "empty_guide",
