@@ -121,10 +121,14 @@ def test_gradient_penalty_is_zero_for_a_unit_slope_linear_critic() -> None:
     with torch.no_grad():
         critic.weight.copy_(torch.tensor([[0.6, 0.0, -0.8]]))  # norm 1
     real, fake = torch.randn(50, 3), torch.randn(50, 3) + 4
-    assert float(gradient_penalty(lambda x: critic(x).squeeze(-1), real, fake)) < 1e-12
+    with torch.no_grad():
+        critic.weight.requires_grad_(False)
+        critic.bias.requires_grad_(False)
+    assert float(gradient_penalty(lambda x: critic(x).squeeze(-1), real, fake).detach()) < 1e-12
     with torch.no_grad():
         critic.weight.mul_(2.0)
-    assert abs(float(gradient_penalty(lambda x: critic(x).squeeze(-1), real, fake)) - 1.0) < 1e-6
+    penalty = gradient_penalty(lambda x: critic(x).squeeze(-1), real, fake).detach()
+    assert abs(float(penalty) - 1.0) < 1e-6
 
 
 def test_gradient_penalty_is_taken_at_interpolates() -> None:
@@ -151,7 +155,7 @@ def test_weight_clipping_bounds_every_critic_weight() -> None:
     worst: list[float] = []
 
     def check(trainer: Trainer) -> None:
-        worst.append(max(float(p.abs().max()) for p in critic.parameters()))
+        worst.append(max(float(p.detach().abs().max()) for p in critic.parameters()))
 
     data = torch.randn(256, 2) * 3
     trainer = Trainer(
