@@ -131,7 +131,7 @@ def main() -> None:
         args.out = args.out or os.path.join(tmp, "out")
     args.work = args.work or "benchmarks/runs/gan_modes"
     args.out = args.out or "benchmarks/results"
-    from vae_mnist import machine
+    from pyrogen.machine import machine
 
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)

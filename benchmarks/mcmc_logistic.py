@@ -42,7 +42,7 @@ import torch
 from pyrogen.inference.mcmc import hmc, sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vae_mnist import machine  # noqa: E402
+from pyrogen.machine import machine  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message="More chains")

@@ -62,7 +62,7 @@ from pyrogen.models import BernoulliRBM
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from vae_mnist import machine  # noqa: E402
+from pyrogen.machine import machine  # noqa: E402
 
 DEFAULT_DATA_DIR = HERE.parents[0].parent / "shared" / "data" / "mnist"
 KIND = "rbm_mnist"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -32,6 +31,7 @@ import pyro
 import torch
 
 from pyrogen.compare import CompareConfig, run
+from pyrogen.machine import machine
 
 HERE = Path(__file__).resolve().parent
 # Epochs per objective: about 20 minutes each at the measured 4 s (ELBO) and 7 s (K = 5)
@@ -42,21 +42,6 @@ ANCHORS = {
     "Burda et al. 2015, IWAE (K=5), 3280 epochs": -85.54,
     "seed: VAE lower bound": -90.0,
 }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, Pyro {pyro.__version__}"
-    )
 
 
 def report(work: Path, out_dir: Path, epochs: dict[str, int], note: str) -> dict[str, Any]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -61,6 +60,7 @@ from pyrogen.data import (  # noqa: E402
     load_mnist,
 )
 from pyrogen.inference import Objective, RenyiBound, SelfContrastive  # noqa: E402
+from pyrogen.machine import machine  # noqa: E402
 from pyrogen.metrics import log_likelihood  # noqa: E402
 from pyrogen.models import VAE, build_vae  # noqa: E402
 
@@ -244,21 +244,6 @@ def train_run(run: str, data: Data, args: argparse.Namespace) -> dict[str, Any]:
         save_checkpoint(path, KIND, state)
     bar.close()
     return {"vae": vae, "history": history, "switches": switches}
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, Pyro {pyro.__version__}"
-    )
 
 
 def steps(history: dict[str, list[float]], switches: list[int]) -> list[dict[str, float]]:

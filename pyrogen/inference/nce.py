@@ -87,9 +87,8 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 
 from pyrogen.inference import critic
-from pyrogen.inference.cd import empty_guide
 from pyrogen.inference.gan import generate
-from pyrogen.inference.objective import Objective
+from pyrogen.inference.objective import Objective, empty_guide
 from pyrogen.inference.renyi import RenyiBound, renyi_reduce
 
 __all__ = ["NCE", "NCELogits", "SelfContrastive"]
