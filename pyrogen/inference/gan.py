@@ -165,7 +165,9 @@ class Adversarial(Objective):
         raise NotImplementedError
 
     def generator_objective(self, fake: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The generator's loss on critic values; by default ``-E r(G(z))`` (hinge and
+        Wasserstein critics, whose values are unbounded scores)."""
+        return -fake.mean()
 
     # Plumbing.
     def _packed(self, x: Tensor) -> Tensor:
@@ -325,25 +327,27 @@ class GAN(Adversarial):
 class HingeGAN(Adversarial):
     """Hinge critic loss, generator minimises ``-E r(G(z))`` (Lim & Ye 2017)."""
 
-    def __init__(
-        self,
-        critic: nn.Module,
-        data_site: str = "x",
-        pack: int = 1,
-        critic_steps: int | None = None,
-    ) -> None:
-        super().__init__(critic, data_site, pack, critic_steps)
-
     def critic_objective(
         self, real: Tensor, fake: Tensor, real_x: Tensor, fake_x: Tensor
     ) -> Tensor:
         return losses.hinge(real, fake)
 
-    def generator_objective(self, fake: Tensor) -> Tensor:
-        return -fake.mean()
+
+class _Wasserstein(Adversarial):
+    """The critic maximises ``E_p r - E_q r``, logged as ``stats["wasserstein"]``; 5 critic
+    steps per generator step (both WGAN papers)."""
+
+    critic_steps = 5
+
+    def critic_objective(
+        self, real: Tensor, fake: Tensor, real_x: Tensor, fake_x: Tensor
+    ) -> Tensor:
+        loss = losses.wasserstein(real, fake)
+        self.stats["wasserstein"] = -float(loss.detach())
+        return loss
 
 
-class WGAN(Adversarial):
+class WGAN(_Wasserstein):
     r"""Wasserstein GAN with weight clipping (Arjovsky et al. 2017).
 
     The critic maximises :math:`E_p r - E_q r` with every weight clipped to
@@ -353,7 +357,6 @@ class WGAN(Adversarial):
     steps per generator step.
     """
 
-    critic_steps = 5
     default_optimizers = {
         "critic": (torch.optim.RMSprop, {"lr": 5e-5}),
         "generator": (torch.optim.RMSprop, {"lr": 5e-5}),
@@ -377,22 +380,12 @@ class WGAN(Adversarial):
         losses.clip_weights(self.critic, self.clip)
         return super()._critic_loss(real, fake)
 
-    def critic_objective(
-        self, real: Tensor, fake: Tensor, real_x: Tensor, fake_x: Tensor
-    ) -> Tensor:
-        loss = losses.wasserstein(real, fake)
-        self.stats["wasserstein"] = -float(loss.detach())
-        return loss
-
-    def generator_objective(self, fake: Tensor) -> Tensor:
-        return -fake.mean()
-
     def after_step(self, role: str) -> None:
         if role == "critic":
             losses.clip_weights(self.critic, self.clip)
 
 
-class WGANGP(Adversarial):
+class WGANGP(_Wasserstein):
     r"""WGAN with a gradient penalty (Gulrajani et al. 2017).
 
     Critic loss :math:`E_q r - E_p r + \lambda E (\|\nabla r(\hat x)\| - 1)^2` at random
@@ -401,7 +394,6 @@ class WGANGP(Adversarial):
     (0, 0.9), 5 critic steps per generator step.
     """
 
-    critic_steps = 5
     default_optimizers = {
         "critic": (torch.optim.Adam, {"lr": 1e-4, "betas": (0.0, 0.9)}),
         "generator": (torch.optim.Adam, {"lr": 1e-4, "betas": (0.0, 0.9)}),
@@ -423,13 +415,9 @@ class WGANGP(Adversarial):
     def critic_objective(
         self, real: Tensor, fake: Tensor, real_x: Tensor, fake_x: Tensor
     ) -> Tensor:
-        loss = losses.wasserstein(real, fake)
-        self.stats["wasserstein"] = -float(loss.detach())
+        loss = super().critic_objective(real, fake, real_x, fake_x)
         if self.penalty == 0:
             return loss
         gp = losses.gradient_penalty(self._score, real_x, fake_x)
         self.stats["gradient_penalty"] = float(gp.detach())
         return loss + self.penalty * gp
-
-    def generator_objective(self, fake: Tensor) -> Tensor:
-        return -fake.mean()

@@ -420,7 +420,8 @@ class NCE(Objective):
         self,
         noise: torch.distributions.Distribution
         | Callable[..., Any]
-        | tuple[Callable[..., Any], Callable[..., Any]],
+        | tuple[Callable[..., Any], Callable[..., Any]]
+        | None,
         nu: float = 1.0,
         *,
         num_particles: int = 1,
@@ -431,31 +432,6 @@ class NCE(Objective):
         max_plate_nesting: float = math.inf,
         vectorize_particles: bool = True,
         name: str = "nce",
-    ) -> None:
-        self._configure(
-            nu,
-            num_particles,
-            bound,
-            learn_log_normalizer,
-            log_normalizer_init,
-            data_site,
-            max_plate_nesting,
-            vectorize_particles,
-            name,
-        )
-        self._noise: _Noise | None = self._as_noise(noise)
-
-    def _configure(
-        self,
-        nu: float,
-        num_particles: int,
-        bound: Bound,
-        learn_log_normalizer: bool,
-        log_normalizer_init: float,
-        data_site: str,
-        max_plate_nesting: float,
-        vectorize_particles: bool,
-        name: str,
     ) -> None:
         super().__init__(
             num_particles=num_particles,
@@ -484,8 +460,9 @@ class NCE(Objective):
         )
         """The learned log-normalizer's module (``learn_log_normalizer=True``), else None."""
         self.stats: dict[str, float] = {}
+        self._noise: _Noise | None = self._as_noise(noise)
 
-    def _as_noise(self, noise: Any) -> _Noise:
+    def _as_noise(self, noise: Any) -> _Noise | None:
         if isinstance(noise, torch.distributions.Distribution):
             return _DistributionNoise(noise)
         if isinstance(noise, tuple) and len(noise) == 2 and all(callable(f) for f in noise):
@@ -672,39 +649,18 @@ class SelfContrastive(NCE):
         (True, False)
     """
 
-    def __init__(
-        self,
-        nu: float = 1.0,
-        refresh_every: int = 5,
-        *,
-        num_particles: int = 1,
-        bound: Bound = "iwae",
-        learn_log_normalizer: bool = False,
-        log_normalizer_init: float = 0.0,
-        data_site: str = "x",
-        max_plate_nesting: float = math.inf,
-        vectorize_particles: bool = True,
-        name: str = "nce",
-    ) -> None:
-        self._configure(
-            nu,
-            num_particles,
-            bound,
-            learn_log_normalizer,
-            log_normalizer_init,
-            data_site,
-            max_plate_nesting,
-            vectorize_particles,
-            name,
-        )
+    def __init__(self, nu: float = 1.0, refresh_every: int = 5, **options: Any) -> None:
+        super().__init__(None, nu, **options)  # no noise until the first refresh
         self.refresh_every = _check_int("refresh_every", refresh_every)
-        self._noise = None
         self.num_refreshes = 0
         """How many copies have been taken."""
         self.noise_model: Callable[..., Any] | None = None
         """The frozen copy of the model (None before the first refresh)."""
         self.noise_guide: Callable[..., Any] | None = None
         """The frozen copy of the guide (None without one)."""
+
+    def _as_noise(self, noise: Any) -> _Noise | None:
+        return None if noise is None else super()._as_noise(noise)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", refresh_every={self.refresh_every})"
