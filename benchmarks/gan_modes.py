@@ -1,14 +1,16 @@
 """Mode coverage of GAN, WGAN, WGAN-GP, hinge and PacGAN2 on the PacGAN ring and grid.
 
 Every (data set, objective, seed) run is ``examples/gan_mixtures.py``'s ``train`` with the
-same networks (generator 2-128-128-128-2 ReLU, critic 200-200 LeakyReLU(0.2)), batch 256,
-Adam 1e-3 for the Adam objectives (WGAN keeps the paper's RMSProp 5e-5 and clip 0.01), each
-learning rate decaying linearly to 0; the WGANs run ``--wgan-iterations`` generator steps
-with 5 critic steps each. 2,500 samples are scored per run (modes captured, share within
-3 sigma, reverse KL of the mode histogram). Runs go to ``--work`` one JSON each, so a stopped
-benchmark resumes where it was; ``--workers`` processes share the jobs.
+same networks (by default generator 2-256-256-256-2 ReLU, critic 400-400 LeakyReLU(0.2)),
+batch 256, Adam for the Adam objectives at a learning rate per data set (1e-3 on the grid,
+3e-4 on the ring, where 1e-3 collapsed GAN and hinge to one point; WGAN keeps the paper's
+RMSProp 5e-5 and clip 0.01), each learning rate decaying linearly to 0; the WGANs run
+``--wgan-iterations`` generator steps with 5 critic steps each. 2,500 samples are scored
+per run (modes captured, share within 3 sigma, reverse KL of the mode histogram). Runs go
+to ``--work`` one JSON each, so a stopped benchmark resumes where it was; ``--workers``
+processes share the jobs.
 
-    .venv/bin/python benchmarks/gan_modes.py            # ~30 min on 2 cores
+    .venv/bin/python benchmarks/gan_modes.py            # ~70 min on 2 cores
     .venv/bin/python benchmarks/gan_modes.py --smoke-test
 """
 
@@ -109,11 +111,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--objectives", default="gan,hinge,pacgan2,wgan,wgan-gp")
+    p.add_argument("--objectives", default="pacgan2,gan,hinge,wgan,wgan-gp")
     p.add_argument("--datasets", default="grid,ring")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--iterations", type=int, default=8000)
-    p.add_argument("--wgan-iterations", type=int, default=3000)
+    p.add_argument("--wgan-iterations", type=int, default=1600)
+    p.add_argument("--hidden", type=int, default=256, help="generator width (3 layers)")
+    p.add_argument("--critic-hidden", type=int, default=400, help="critic width (2 layers)")
+    p.add_argument("--lr", default="grid=1e-3,ring=3e-4", help="Adam learning rate per data set")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--work", default=None, help="default benchmarks/runs/gan_modes")
     p.add_argument("--out", default=None, help="default benchmarks/results")
@@ -137,12 +142,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     objectives = args.objectives.split(",")
+    lrs = {k: float(v) for k, v in (item.split("=") for item in args.lr.split(","))}
     jobs, runs = [], []
     for seed in range(args.seeds):
         for dataset in args.datasets.split(","):
             for obj in objectives:
                 iters = args.wgan_iterations if obj.startswith("wgan") else args.iterations
-                path = work / f"{dataset}-{obj}-{seed}-{iters}.json"
+                config = f"{iters}-g{args.hidden}-c{args.critic_hidden}-lr{lrs[dataset]:g}"
+                path = work / f"{dataset}-{obj}-{seed}-{config}.json"
                 if path.exists():
                     runs.append(json.loads(path.read_text()))
                     continue
@@ -151,11 +158,15 @@ def main() -> None:
                     "objective": obj,
                     "seed": seed,
                     "iterations": iters,
+                    "hidden": args.hidden,
+                    "critic_hidden": args.critic_hidden,
+                    "lr": lrs[dataset],
                     "eval_every": max(1, iters // 10),
                     "path": str(path),
                 }
                 if args.smoke_test:
-                    spec |= {"hidden": 16, "num_scored": 200, "batch_size": 64}
+                    spec |= {"hidden": 16, "critic_hidden": 16, "num_scored": 200}
+                    spec |= {"batch_size": 64}
                 jobs.append(spec)
     print(f"{len(runs)} runs found in {work}, {len(jobs)} to do", flush=True)
     if args.summarise_only:
@@ -178,6 +189,9 @@ def main() -> None:
         "seeds_done": {f"{r['dataset']}/{r['objective']}": r["seeds"] for r in rows},
         "iterations": args.iterations,
         "wgan_iterations": args.wgan_iterations,
+        "generator_hidden": args.hidden,
+        "critic_hidden": args.critic_hidden,
+        "adam_lr": lrs,
     }
     (out / "gan_modes.json").write_text(
         json.dumps(

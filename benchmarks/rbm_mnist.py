@@ -68,7 +68,7 @@ DEFAULT_DATA_DIR = HERE.parents[0].parent / "shared" / "data" / "mnist"
 KIND = "rbm_mnist"
 # Epochs per method for the full run, from the measured seconds per epoch (see
 # benchmarks/README.md): about 50 minutes each for CD-1 and PCD-1 (5 s/epoch), CD-10 (19).
-EPOCHS = {"cd1": 600, "cd10": 160, "pcd1": 600}
+EPOCHS = {"cd1": 100, "cd10": 30, "pcd1": 450}
 ANCHORS = {
     "Salakhutdinov & Murray 2008, CD-25, 500 hidden": -86.34,
     "Salakhutdinov & Murray 2008, CD-1, 500 hidden": -125.53,

@@ -43,11 +43,11 @@ def make_data(name: str, n: int, seed: int) -> ToyData:
     return ring(n, generator=gen) if name == "ring" else grid(n, generator=gen)
 
 
-def make_objective(name: str, hidden: int) -> tuple[Adversarial, nn.Module]:
+def make_objective(name: str, critic_hidden: int = 200) -> tuple[Adversarial, nn.Module]:
     """The critic (a LeakyReLU MLP) and the objective; PacGAN's critic sees 2 samples."""
     pack = 2 if name == "pacgan2" else 1
     # Wasserstein and hinge critics are unbounded: no output bias is needed (it cancels).
-    critic = mlp([2 * pack, 200, 200, 1], activation=lambda: nn.LeakyReLU(0.2))
+    critic = mlp([2 * pack, critic_hidden, critic_hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
     if name == "gan":
         return GAN(critic), critic
     if name == "gan-minimax":
@@ -76,6 +76,7 @@ def train(
     device: str = "cpu",
     progress: bool = True,
     lr_decay: bool = True,
+    critic_hidden: int = 200,
 ) -> dict[str, Any]:
     """Trains one objective on one data set; returns scores, curves and 2,500 samples.
 
@@ -90,7 +91,7 @@ def train(
     generator = Generator(mlp([2, hidden, hidden, hidden, 2]), latent_dim=2, event_shape=(2,)).to(
         device
     )
-    obj, critic = make_objective(objective, hidden)
+    obj, critic = make_objective(objective, critic_hidden)
     critic.to(device)
     optimizers: dict[str, Any] = {}
     for role, (cls, kwargs) in obj.default_optimizers.items():
@@ -209,6 +210,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                 eval_every=max(1, iters // 10),
                 device=args.device,
                 progress=not args.smoke_test,
+                critic_hidden=args.critic_hidden,
             )
             print(
                 f"{d:>4} {o:>11}: {run['modes']:>2}/{run['num_modes']} modes, "
@@ -235,7 +237,8 @@ def parser() -> argparse.ArgumentParser:
         help="percent of --num-iterations for WGAN/WGAN-GP (each runs 5 critic steps)",
     )
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=128, help="generator width (3 layers)")
+    p.add_argument("--critic-hidden", type=int, default=200, help="critic width (2 layers)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (both players)")
     p.add_argument("--constant-lr", action="store_true", help="no linear decay to 0")
     p.add_argument("--num-scored", type=int, default=2500, help="samples scored (PacGAN: 2500)")
@@ -250,4 +253,5 @@ if __name__ == "__main__":
     args = parser().parse_args()
     if args.smoke_test:
         args.num_iterations, args.hidden, args.batch_size, args.num_scored = 10, 16, 64, 200
+        args.critic_hidden = 16
     main(args)
