@@ -381,6 +381,57 @@ def test_self_contrastive_vae_copy_is_frozen_and_hidden_from_svi() -> None:
     assert torch.isfinite(out.data).all() and torch.isfinite(out.noise).all()
 
 
+def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(loss, params, allow_unused=False))
+
+
+def test_guide_objective_bound_routes_nce_to_the_model_and_the_bound_to_the_guide() -> None:
+    """With guide_objective="bound" the decoder's gradient is exactly NCE's with the guide's
+    draws held fixed, and the encoder's is exactly that of minus the mean bound on the data
+    rows (same random numbers); with "nce" the encoder gets the classifier's gradient."""
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    vae = build_vae("burda", data_shape=(16,), z_dim=3)
+    x = torch.bernoulli(torch.full((12, 16), 0.3))
+    noise = dist.Bernoulli(torch.full((16,), 0.4)).to_event(1)
+    opts = {"num_particles": 3, "max_plate_nesting": 1}
+    routed = NCE(noise, guide_objective="bound", **opts)
+    plain = NCE(noise, **opts)
+    dec, enc = list(vae.decoder.parameters()), list(vae.encoder.parameters())
+
+    pyro.set_rng_seed(1)
+    loss = routed.differentiable_loss(vae.model, vae.guide, x)
+    g_dec, g_enc = _grads(loss, dec), _grads(loss, enc)
+
+    # the same random numbers, by hand: NCE with the guide under no_grad, then the bound
+    pyro.set_rng_seed(1)
+
+    def fixed_guide(v: torch.Tensor) -> None:
+        with torch.no_grad():
+            vae.guide(v)
+
+    out = plain.logits(vae.model, fixed_guide, x)
+    nce_loss = pyro_logistic(out, plain.nu)
+    bound = routed._model_bound.log_weights(vae.model, vae.guide, (x,), {}).log_weight
+    bound_loss = -(torch.logsumexp(bound, 0) - math.log(3)).mean()
+    for a, b in zip(g_dec, _grads(nce_loss, dec), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    for a, b in zip(g_enc, _grads(bound_loss, enc), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert all(p.requires_grad for p in dec)  # the decoder is unfrozen afterwards
+
+    # and the classifier's own guide gradient is another one
+    pyro.set_rng_seed(1)
+    g_plain = _grads(plain.differentiable_loss(vae.model, vae.guide, x), enc)
+    assert max(float((a - b).abs().max()) for a, b in zip(g_plain, g_enc, strict=True)) > 1e-3
+
+
+def pyro_logistic(out: NCELogits, nu: float) -> torch.Tensor:
+    from pyrogen.inference import critic
+
+    return critic.logistic(out.data, out.noise, nu)
+
+
 def test_pyro_module_copy_taken_before_the_first_run_stays_frozen() -> None:
     """The first call copies a PyroModule pair before the live one has ever run (its names
     are not in the param store yet): the copy must neither register nor become trainable."""
@@ -433,6 +484,8 @@ def test_bad_options() -> None:
         SelfContrastive(refresh_every=0)
     with pytest.raises(ValueError, match="bound"):
         NCE(noise_distribution(), bound="cubo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="guide_objective"):
+        NCE(noise_distribution(), guide_objective="elbo")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="noise"):
         NCE(3.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="epoch"):

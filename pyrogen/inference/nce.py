@@ -72,6 +72,7 @@ import copy
 import math
 import numbers
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal, NamedTuple
@@ -94,6 +95,7 @@ from pyrogen.inference.renyi import RenyiBound, renyi_reduce
 __all__ = ["NCE", "NCELogits", "SelfContrastive"]
 
 Bound = Literal["iwae", "elbo"]
+GuideObjective = Literal["nce", "bound"]
 _ALPHA: dict[str, float] = {"iwae": 0.0, "elbo": 1.0}
 
 
@@ -205,6 +207,41 @@ def _log_density(
             "every latent site inside the data plate"
         )
     return per_point.reshape(n)
+
+
+def _held_fixed(guide: Callable[..., Any]) -> Callable[..., Any]:
+    """The guide run without autograd: its draws and densities carry no gradient."""
+
+    def fixed(*args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return guide(*args, **kwargs)
+
+    return fixed
+
+
+def _model_parameters(model: Callable[..., Any], data: Tensor) -> list[Tensor]:
+    """The unconstrained leaves of the Pyro parameters the model reads (one run on a row,
+    latents from the prior, without autograd, leaving the random streams as they were)."""
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices), torch.no_grad(), poutine.block():
+        trace = poutine.trace(model, param_only=True).get_trace(data[:1])
+    store = dict(pyro.get_param_store().named_parameters())
+    return [store[name] for name, site in trace.nodes.items() if name in store]
+
+
+@contextmanager
+def _frozen(params: list[Tensor]) -> Iterator[None]:
+    """Parameters that take no gradient from what is computed inside."""
+    trainable = [p for p in params if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        with warnings.catch_warnings():  # pyro.module's note on parameters without grad
+            warnings.filterwarnings("ignore", message=".*not registered in the param store")
+            yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 # Noise sources: a distribution, or a Pyro model (with a guide: scored by a bound).
@@ -414,6 +451,12 @@ class NCE(Objective):
             guessed by one extra run when left at infinity.
         vectorize_particles: draw the bound's particles as a ``pyro.plate``.
         name: the ``pyro.module`` name of the learned log-normalizer.
+        guide_objective: for latent-variable models, what trains the guide: ``"nce"`` (the
+            classifier's loss through the bound, which also rewards a looser bound on noise
+            samples) or ``"bound"`` (the guide maximises the bound on the data rows, as in
+            ordinary variational training, and the NCE loss reaches the model's parameters
+            only: the loss is then NCE with the guide's draws held fixed plus the negative
+            mean bound on the data with the model's parameters held fixed).
     """
 
     def __init__(
@@ -432,6 +475,7 @@ class NCE(Objective):
         max_plate_nesting: float = math.inf,
         vectorize_particles: bool = True,
         name: str = "nce",
+        guide_objective: GuideObjective = "nce",
     ) -> None:
         super().__init__(
             num_particles=num_particles,
@@ -442,6 +486,9 @@ class NCE(Objective):
         if bound not in _ALPHA:
             raise ValueError(f"bound must be one of {tuple(_ALPHA)}, got {bound!r}")
         self.bound = bound
+        if guide_objective not in ("nce", "bound"):
+            raise ValueError(f"guide_objective must be 'nce' or 'bound', got {guide_objective!r}")
+        self.guide_objective = guide_objective
         self.data_site = data_site
         self.name = name
 
@@ -527,7 +574,8 @@ class NCE(Objective):
         self, model: Callable[..., Any], guide: Callable[..., Any], data: Tensor
     ) -> NCELogits:
         r"""Draws :math:`m = \mathrm{round}(\nu n)` noise samples and returns the classifier's
-        logits on the data and on them (differentiable in the model's parameters)."""
+        logits on the data and on them (differentiable in the model's parameters, and in
+        the guide's unless ``guide_objective="bound"``)."""
         data = self._check_data((data,), {})
         noise = self._noise_source(model, guide)
         n, m = data.shape[0], self.num_noise(data.shape[0])
@@ -540,7 +588,10 @@ class NCE(Objective):
             )
         samples = samples.to(device=data.device, dtype=data.dtype)
         x = torch.cat([data, samples])
-        log_model = _log_density(model, guide, x, self._model_bound)
+        scorer = guide
+        if self.guide_objective == "bound" and _has_guide(guide):
+            scorer = _held_fixed(guide)
+        log_model = _log_density(model, scorer, x, self._model_bound)
         with torch.no_grad():
             log_noise = noise.log_prob(x)
         logit = log_model - log_noise.to(log_model) - math.log(self.nu)
@@ -557,6 +608,10 @@ class NCE(Objective):
         self._register()
         out = self.logits(model, guide, data)
         loss = critic.logistic(out.data, out.noise, self.nu)
+        if self.guide_objective == "bound" and _has_guide(guide):
+            with _frozen(_model_parameters(model, data)):
+                bound = _log_density(model, guide, data, self._model_bound)
+            loss = loss - bound.mean()
         with torch.no_grad():
             right = float((out.data > 0).sum() + (out.noise < 0).sum())
             self.stats = {
