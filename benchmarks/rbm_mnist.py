@@ -27,7 +27,7 @@ history): rerun with ``--resume`` to continue an interrupted run exactly.
 
 Command (the recommended full run; see benchmarks/README.md for the measured costs):
 
-    .venv/bin/python benchmarks/rbm_mnist.py --threads 2 --resume
+    .venv/bin/python benchmarks/rbm_mnist.py --threads 1 --resume
 
 Writes ``benchmarks/results/rbm_mnist.{json,md}`` and ``rbm_mnist.png``; checkpoints go to
 ``--work`` (default ``benchmarks/runs/rbm_mnist``, not committed).
@@ -67,7 +67,8 @@ from pyrogen.machine import machine  # noqa: E402
 DEFAULT_DATA_DIR = HERE.parents[0].parent / "shared" / "data" / "mnist"
 KIND = "rbm_mnist"
 # Epochs per method for the full run, from the measured seconds per epoch (see
-# benchmarks/README.md): about 50 minutes each for CD-1 and PCD-1 (5 s/epoch), CD-10 (19).
+# benchmarks/README.md): PCD-1 within the hour on one core (5.6 s/epoch); CD-1 (6.8 s) and CD-10
+# (21.6 s) get less, so the three fit in about 70 minutes.
 EPOCHS = {"cd1": 100, "cd10": 30, "pcd1": 450}
 ANCHORS = {
     "Salakhutdinov & Murray 2008, CD-25, 500 hidden": -86.34,
