@@ -10,7 +10,7 @@ per run (modes captured, share within 3 sigma, reverse KL of the mode histogram)
 to ``--work`` one JSON each, so a stopped benchmark resumes where it was; ``--workers``
 processes share the jobs.
 
-    .venv/bin/python benchmarks/gan_modes.py            # ~70 min on 2 cores
+    .venv/bin/python benchmarks/gan_modes.py            # ~110 min on 2 cores
     .venv/bin/python benchmarks/gan_modes.py --smoke-test
 """
 
