@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from pyrogen.inference import critic as losses
 from pyrogen.inference.objective import Objective
+from pyrogen.inference.objective import frozen as freeze  # _score's flag is named frozen
 
 __all__ = ["GAN", "WGAN", "WGANGP", "GANLosses", "HingeGAN", "generate"]
 
@@ -180,14 +181,8 @@ class Adversarial(Objective):
 
     def _score(self, x: Tensor, frozen: bool = False) -> Tensor:
         if frozen:  # the critic as a fixed function: no gradient reaches its parameters
-            params = [p for p in self.critic.parameters() if p.requires_grad]
-            try:
-                for p in params:
-                    p.requires_grad_(False)
+            with freeze(self.critic.parameters()):
                 out = self.critic(x)
-            finally:
-                for p in params:
-                    p.requires_grad_(True)
         else:  # registered in the param store while the loss runs, so SVI steps it too
             out = pyro.module("critic", self.critic)(x)
         if out.dim() == 2 and out.shape[1] == 1:

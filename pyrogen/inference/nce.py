@@ -72,7 +72,6 @@ import copy
 import math
 import numbers
 import types
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal, NamedTuple
@@ -89,7 +88,7 @@ from torch import Tensor, nn
 
 from pyrogen.inference import critic
 from pyrogen.inference.gan import generate
-from pyrogen.inference.objective import Objective, empty_guide
+from pyrogen.inference.objective import Objective, empty_guide, frozen
 from pyrogen.inference.renyi import RenyiBound, renyi_reduce
 
 __all__ = ["NCE", "NCELogits", "SelfContrastive"]
@@ -227,21 +226,6 @@ def _model_parameters(model: Callable[..., Any], data: Tensor) -> list[Tensor]:
         trace = poutine.trace(model, param_only=True).get_trace(data[:1])
     store = dict(pyro.get_param_store().named_parameters())
     return [store[name] for name, site in trace.nodes.items() if name in store]
-
-
-@contextmanager
-def _frozen(params: list[Tensor]) -> Iterator[None]:
-    """Parameters that take no gradient from what is computed inside."""
-    trainable = [p for p in params if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        with warnings.catch_warnings():  # pyro.module's note on parameters without grad
-            warnings.filterwarnings("ignore", message=".*not registered in the param store")
-            yield
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
 
 
 # Noise sources: a distribution, or a Pyro model (with a guide: scored by a bound).
@@ -609,7 +593,7 @@ class NCE(Objective):
         out = self.logits(model, guide, data)
         loss = critic.logistic(out.data, out.noise, self.nu)
         if self.guide_objective == "bound" and _has_guide(guide):
-            with _frozen(_model_parameters(model, data)):
+            with frozen(_model_parameters(model, data)):
                 bound = _log_density(model, guide, data, self._model_bound)
             loss = loss - bound.mean()
         with torch.no_grad():

@@ -16,8 +16,10 @@ own player's parameters. When they share parameters, step each loss with its own
 from __future__ import annotations
 
 import math
+import warnings
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeAlias
 
 import pyro.poutine as poutine
@@ -77,6 +79,22 @@ def empty_guide(*args: Any, **kwargs: Any) -> None:
     """A guide with no sites, for objectives that guide no latent variable (generators,
     unnormalized models): ``pyro.infer.SVI(model, empty_guide, optim, loss)``."""
     return None
+
+
+@contextmanager
+def frozen(params: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Parameters that take no gradient from what is computed inside (a critic used as a
+    fixed function, a model held fixed while its guide learns); restored on exit."""
+    trainable = [p for p in params if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        with warnings.catch_warnings():  # pyro.module's note on parameters without grad
+            warnings.filterwarnings("ignore", message=".*not registered in the param store")
+            yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 class Objective(ELBO):
