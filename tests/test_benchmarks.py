@@ -69,11 +69,20 @@ def test_rbm_mnist_smoke(tmp_path: Path) -> None:
 def test_gan_modes_smoke(tmp_path: Path) -> None:
     _run("gan_modes.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path))
     summary = json.loads((tmp_path / "gan_modes.json").read_text())
-    cells = {(r["dataset"], r["objective"]) for r in summary["rows"]}
+    cells = {(r["dataset"], r["objective"], r["iterations"]) for r in summary["rows"]}
+    objectives = ("gan", "gan + critic tilt", "hinge", "pacgan2", "wgan", "wgan-gp")
+    smoke_iters = {"wgan": 5, "wgan-gp": 5}
     assert cells == {
-        (d, o) for d in ("grid", "ring") for o in ("gan", "hinge", "pacgan2", "wgan", "wgan-gp")
-    }
+        (d, o, smoke_iters.get(o, 20)) for d in ("grid", "ring") for o in objectives
+    } | {("ring", "pacgan2", 40)}  # the --longer cell
     for r in summary["rows"]:
         assert r["seeds"] == 2 and 0 <= r["high_quality"] <= 100
-    assert "PacGAN Table 1" in (tmp_path / "gan_modes.md").read_text()
+    assert {(c["dataset"], c["objective"]) for c in summary["wasserstein_curves"]} == {
+        (d, o) for d in ("grid", "ring") for o in ("wgan", "wgan-gp")
+    }
+    for c in summary["wasserstein_curves"]:
+        assert -1 <= c["spearman_w1_mmd"] <= 1 and c["evaluations"] == 5
+    text = (tmp_path / "gan_modes.md").read_text()
+    assert "PacGAN Table 1" in text and "Claim (c)" in text
     assert (tmp_path / "gan_modes_samples.png").stat().st_size > 0
+    assert (tmp_path / "gan_modes_wasserstein_mmd.png").stat().st_size > 0

@@ -3,6 +3,7 @@
 from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
 from pyrogen.inference.importance import LogWeights, log_weights
+from pyrogen.inference.latent_tilt import TiltedSamples, tilted_sample
 from pyrogen.inference.nce import NCE, SelfContrastive
 from pyrogen.inference.objective import Objective, empty_guide
 from pyrogen.inference.renyi import CUBO, IWAE, RenyiBound, VRMax, renyi_reduce
@@ -22,9 +23,11 @@ __all__ = [
     "Objective",
     "RenyiBound",
     "SelfContrastive",
+    "TiltedSamples",
     "Trainer",
     "VRMax",
     "empty_guide",
     "log_weights",
     "renyi_reduce",
+    "tilted_sample",
 ]
