@@ -218,7 +218,7 @@ def plot_samples(runs: list[dict[str, Any]], path: Path) -> None:
             ax.scatter(s[:, 0], s[:, 1], s=1, alpha=0.4)
             ax.scatter(c[:, 0], c[:, 1], s=8, c="red", marker="x")
             ax.set_title(
-                f"{o} ({d})\n{run['modes']}/{run['num_modes']} modes, "
+                f"{o} ({d}, {run['iterations']} it.)\n{run['modes']}/{run['num_modes']} modes, "
                 f"{100 * run['high_quality']:.0f}% HQ",
                 fontsize=8,
             )
