@@ -160,7 +160,7 @@ def main() -> None:
     )
     p.add_argument(
         "--longer",
-        default="ring:pacgan2:16000",
+        default="ring:pacgan2:16000,grid:gan:16000",
         help="extra cells dataset:objective:iterations, comma-separated, e.g. longer runs",
     )
     p.add_argument("--workers", type=int, default=2)
