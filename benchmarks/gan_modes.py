@@ -189,6 +189,25 @@ def main() -> None:
     objectives = args.objectives.split(",")
     lrs = {k: float(v) for k, v in (item.split("=") for item in args.lr.split(","))}
     jobs, runs = [], []
+
+    def spec(
+        dataset: str,
+        obj: str,
+        seed: int,
+        iters: int,
+        lr: float | None,
+        tilt: int,
+        every: int,
+        path: Path,
+    ) -> dict[str, Any]:
+        """One run's arguments for ``_job`` (lr None: the papers' optimisers)."""
+        job = {"dataset": dataset, "objective": obj, "seed": seed, "iterations": iters}
+        job |= {"hidden": args.hidden, "critic_hidden": args.critic_hidden, "lr": lr}
+        job |= {"tilt_warmup": tilt, "eval_every": max(1, every), "path": str(path)}
+        if args.smoke_test:
+            job |= {"hidden": 16, "critic_hidden": 16, "num_scored": 200, "batch_size": 64}
+        return job
+
     cells = [
         (dataset, obj, args.wgan_iterations if obj.startswith("wgan") else args.iterations)
         for dataset in args.datasets.split(",")
@@ -206,22 +225,7 @@ def main() -> None:
             if path.exists():
                 runs.append(json.loads(path.read_text()))
                 continue
-            spec = {
-                "dataset": dataset,
-                "objective": obj,
-                "seed": seed,
-                "iterations": iters,
-                "hidden": args.hidden,
-                "critic_hidden": args.critic_hidden,
-                "lr": lrs[dataset],
-                "tilt_warmup": tilt,
-                "eval_every": max(1, iters // 10),
-                "path": str(path),
-            }
-            if args.smoke_test:
-                spec |= {"hidden": 16, "critic_hidden": 16, "num_scored": 200}
-                spec |= {"batch_size": 64}
-            jobs.append(spec)
+            jobs.append(spec(dataset, obj, seed, iters, lrs[dataset], tilt, iters // 10, path))
     # Claim (c): longer Wasserstein runs, evaluated often, at the papers' optimisers.
     curves: list[dict[str, Any]] = []
     for dataset in args.datasets.split(",") if args.curve_evals > 0 else []:
@@ -231,21 +235,8 @@ def main() -> None:
             if path.exists():
                 curves.append(json.loads(path.read_text()))
                 continue
-            spec = {
-                "dataset": dataset,
-                "objective": obj,
-                "seed": 0,
-                "iterations": iters,
-                "hidden": args.hidden,
-                "critic_hidden": args.critic_hidden,
-                "lr": None,
-                "eval_every": max(1, iters // args.curve_evals),
-                "path": str(path),
-            }
-            if args.smoke_test:
-                spec |= {"hidden": 16, "critic_hidden": 16, "num_scored": 200}
-                spec |= {"batch_size": 64}
-            jobs.append(spec)
+            evals = iters // args.curve_evals
+            jobs.append(spec(dataset, obj, 0, iters, None, 0, evals, path))
     print(f"{len(runs)} runs found in {work}, {len(jobs)} to do", flush=True)
     if args.summarise_only:
         jobs = []

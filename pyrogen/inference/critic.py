@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "per_sample",
     "clip_weights",
     "gradient_penalty",
     "hinge",
@@ -37,6 +38,19 @@ __all__ = [
     "logistic",
     "wasserstein",
 ]
+
+
+def per_sample(out: Tensor, n: int, what: str = "the critic") -> Tensor:
+    """A critic's output as one value per sample: ``(n,)`` or ``(n, 1)`` -> ``(n,)``;
+    any other shape is refused naming ``what``."""
+    if out.dim() == 2 and out.shape[1] == 1:
+        out = out.squeeze(1)
+    if out.shape != (n,):
+        raise ValueError(
+            f"{what} must return one value per sample, shape ({n},) or ({n}, 1), "
+            f"got {tuple(out.shape)}"
+        )
+    return out
 
 
 def _check(real: Tensor, fake: Tensor) -> None:

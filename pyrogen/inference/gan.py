@@ -185,14 +185,7 @@ class Adversarial(Objective):
                 out = self.critic(x)
         else:  # registered in the param store while the loss runs, so SVI steps it too
             out = pyro.module("critic", self.critic)(x)
-        if out.dim() == 2 and out.shape[1] == 1:
-            out = out.squeeze(1)
-        if out.shape != x.shape[:1]:
-            raise ValueError(
-                f"the critic must return one value per sample, shape ({x.shape[0]},), "
-                f"got {tuple(out.shape)}"
-            )
-        return out
+        return losses.per_sample(out, x.shape[0])
 
     def _batches(
         self, model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from pyrogen.inference.critic import per_sample
 from pyrogen.inference.mcmc import MCMCResult, sample
 
 __all__ = ["TiltedSamples", "tilted_sample"]
@@ -87,14 +88,7 @@ def tilted_sample(
     modes = [m.training for m in modules]
 
     def potential(z: Tensor) -> Tensor:
-        r = log_ratio(net(z))
-        if r.dim() == 2 and r.shape[1] == 1:
-            r = r.squeeze(1)
-        if r.shape != z.shape[:1]:
-            raise ValueError(
-                f"log_ratio must return one value per sample, shape ({z.shape[0]},) or "
-                f"({z.shape[0]}, 1), got {tuple(r.shape)}"
-            )
+        r = per_sample(log_ratio(net(z)), z.shape[0], "log_ratio")
         return 0.5 * z.pow(2).sum(-1) - r
 
     z0 = torch.randn(num_samples, latent_dim, generator=generator, device=device)
