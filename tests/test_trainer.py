@@ -9,8 +9,22 @@ import pytest
 import torch
 
 from pyrogen.checkpoint import CheckpointError
-from pyrogen.inference import GAN, IWAE, WGAN, Trainer
-from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian, Generator, mlp
+from pyrogen.inference import (
+    GAN,
+    IWAE,
+    WGAN,
+    ContrastiveDivergence,
+    SelfContrastive,
+    Trainer,
+)
+from pyrogen.models import (
+    AmortizedGaussianGuide,
+    BernoulliRBM,
+    ConjugateGaussian,
+    Generator,
+    build_vae,
+    mlp,
+)
 from pyrogen.warnings import PyrogenWarning
 
 
@@ -81,7 +95,10 @@ def test_ctrl_c_stops_after_the_iteration_and_resumes_exactly(tmp_path) -> None:
             os.kill(os.getpid(), signal.SIGINT)
 
     trainer = Trainer(GAN(c), g, checkpoint=path, callback=interrupt, progress=False)
-    with pytest.warns(PyrogenWarning, match="interrupted after iteration 3"):
+    with (
+        pytest.raises(KeyboardInterrupt),  # a script must not go on with a half-trained model
+        pytest.warns(PyrogenWarning, match="interrupted after iteration 3"),
+    ):
         trainer.fit(_data(), 6, 32, seed=5)
     assert trainer.iteration == 3
     resumed, _ = _run(path, 6)
@@ -125,3 +142,135 @@ def test_non_finite_loss_stops_with_a_clear_error() -> None:
     x[0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match="critic loss"):
         Trainer(GAN(c), g, progress=False).fit(x, 5, 200)
+
+
+# Exact resume for every family: a run stopped at a checkpoint and resumed (with players
+# built afresh from another seed, so the checkpoint must restore everything) equals an
+# uninterrupted one bit for bit, objective state included.
+def _resumes_exactly(tmp_path, build, first, then) -> None:  # type: ignore[no-untyped-def]
+    """``build(seed) -> (objective, model, guide, data, modules)``; ``first`` and ``then``
+    are ``fit`` keyword budgets: the stopped run's and the whole run's."""
+    objective, model, guide, data, modules = build(0)
+    straight = Trainer(objective, model, guide, progress=False).fit(data, **then)
+    expected = _flat(*modules)
+    expected_state = objective.state_dict()
+    path = str(tmp_path / "run.pt")
+    objective, model, guide, data, modules = build(0)
+    Trainer(objective, model, guide, checkpoint=path, progress=False).fit(data, **first)
+    torch.manual_seed(123)  # a resumed run must not depend on the global state before it
+    objective, model, guide, data, modules = build(7)
+    trainer = Trainer(objective, model, guide, checkpoint=path, progress=False)
+    resumed = trainer.fit(data, **then)
+    assert torch.equal(_flat(*modules), expected)
+    assert resumed == straight
+    for key, value in expected_state.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(objective.state_dict()[key], value), key
+
+
+def _renyi(seed: int):  # type: ignore[no-untyped-def]
+    pyro.clear_param_store()
+    torch.manual_seed(seed)
+    model, guide = ConjugateGaussian(dim=2), AmortizedGaussianGuide(dim=2)
+    x = torch.randn(60, 2, generator=torch.Generator().manual_seed(1)) + 1
+    return IWAE(4, max_plate_nesting=1), model, guide, x, (model, guide)
+
+
+def _pcd(seed: int):  # type: ignore[no-untyped-def]
+    pyro.clear_param_store()
+    torch.manual_seed(seed)
+    rbm = BernoulliRBM(6, 4)
+    cd = ContrastiveDivergence(rbm, k=2, persistent=True, num_chains=20)
+    data = torch.bernoulli(torch.full((80, 6), 0.3), generator=torch.Generator().manual_seed(2))
+    return cd, rbm.model, None, data, (rbm,)
+
+
+def _self_contrastive(seed: int):  # type: ignore[no-untyped-def]
+    pyro.clear_param_store()
+    torch.manual_seed(seed)
+    vae = build_vae("pyro", data_shape=(12,), z_dim=2)
+    sc = SelfContrastive(nu=1, refresh_every=1, num_particles=2, max_plate_nesting=1)
+    data = torch.bernoulli(torch.full((40, 12), 0.4), generator=torch.Generator().manual_seed(4))
+    return sc, vae.model, vae.guide, data, (vae,)
+
+
+@pytest.mark.parametrize(
+    "build", [_renyi, _pcd, _self_contrastive], ids=["renyi", "pcd", "self-contrastive"]
+)
+def test_every_family_resumes_exactly(tmp_path, build) -> None:  # type: ignore[no-untyped-def]
+    # 4 iterations a pass: stopped in the middle of the second pass, resumed to the fourth
+    first = {"num_iterations": 6, "batch_size": 10 if build is not _renyi else 15}
+    then = {"num_epochs": 4, "batch_size": first["batch_size"]}
+    _resumes_exactly(tmp_path, build, first, then)
+
+
+def test_pcd_chains_and_the_copy_are_in_the_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without them a resumed run would restart the chains or take a new first copy."""
+    cd, model, _, data, _ = _pcd(0)
+    Trainer(cd, model, progress=False, checkpoint=str(tmp_path / "a.pt")).fit(data, 3, 10)
+    chains = cd.chains
+    assert chains is not None
+    fresh, model, _, data, _ = _pcd(1)
+    Trainer(fresh, model, progress=False, checkpoint=str(tmp_path / "a.pt")).fit(data, 3, 10)
+    assert fresh.chains is not None and torch.equal(fresh.chains, chains)
+    sc, model, guide, data, _ = _self_contrastive(0)
+    Trainer(sc, model, guide, progress=False, checkpoint=str(tmp_path / "b.pt")).fit(
+        data, num_epochs=2, batch_size=10
+    )
+    assert sc.num_refreshes == 3  # the first call's copy, then one after each epoch
+    copy = [p.detach().clone() for p in sc.noise_model.__self__.parameters()]  # type: ignore[union-attr]
+    other, model, guide, data, _ = _self_contrastive(5)
+    Trainer(other, model, guide, progress=False, checkpoint=str(tmp_path / "b.pt")).fit(
+        data, num_epochs=2, batch_size=10
+    )
+    assert other.num_refreshes == 3
+    restored = list(other.noise_model.__self__.parameters())  # type: ignore[union-attr]
+    assert all(torch.equal(a, b) for a, b in zip(copy, restored, strict=True))
+    assert not any(p.requires_grad for p in restored)
+
+
+def test_epoch_budget_hooks_and_last_batch() -> None:
+    model, guide = ConjugateGaussian(dim=2), AmortizedGaussianGuide(dim=2)
+    x = torch.randn(25, 2)
+    seen: list[tuple[int, int]] = []
+    trainer = Trainer(
+        IWAE(2, max_plate_nesting=1),
+        model,
+        guide,
+        progress=False,
+        epoch_callback=lambda t: seen.append((t.epoch, t.iteration)),
+    )
+    trainer.fit(x, num_epochs=3, batch_size=10)  # drop_last: 2 batches a pass
+    assert seen == [(1, 2), (2, 4), (3, 6)]
+    sizes: list[int] = []
+    trainer = Trainer(IWAE(2, max_plate_nesting=1), model, guide, progress=False)
+    trainer.fit(
+        x,
+        num_epochs=2,
+        batch_size=10,
+        drop_last=False,
+        transform=lambda b, g: sizes.append(b[0].shape[0]) or b,  # type: ignore[func-returns-value]
+    )
+    assert sizes == [10, 10, 5, 10, 10, 5] and trainer.epoch == 2
+    with pytest.raises(ValueError, match="one budget"):
+        trainer.fit(x, 3, 10, num_epochs=2)
+
+
+def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    straight, _ = _run(None, 5)
+    path = str(tmp_path / "run.pt")
+    g, c = _players()
+
+    def terminate(trainer: Trainer) -> None:
+        if trainer.iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    trainer = Trainer(GAN(c), g, checkpoint=path, callback=terminate, progress=False)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        pytest.warns(PyrogenWarning, match=f"by SIGTERM; call fit again with checkpoint='{path}'"),
+    ):
+        trainer.fit(_data(), 5, 32, seed=5)
+    assert trainer.iteration == 2
+    resumed, _ = _run(path, 5)
+    assert torch.equal(straight, resumed)

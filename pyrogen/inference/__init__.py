@@ -4,9 +4,10 @@ from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
 from pyrogen.inference.importance import LogWeights, log_weights
 from pyrogen.inference.latent_tilt import TiltedSamples, tilted_sample
-from pyrogen.inference.nce import NCE, SelfContrastive
+from pyrogen.inference.nce import NCE
 from pyrogen.inference.objective import Objective, empty_guide
 from pyrogen.inference.renyi import CUBO, IWAE, RenyiBound, VRMax, renyi_reduce
+from pyrogen.inference.self_contrastive import SelfContrastive
 from pyrogen.inference.trainer import Trainer
 
 __all__ = [

@@ -48,12 +48,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer.elbo import ELBOModule
 from pyro.infer.util import is_validation_enabled
-from pyro.params import param_with_module_name
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 
@@ -95,13 +92,15 @@ class ContrastiveDivergence(Objective):
 
     The objective holds the energy module: it scores data and negatives with it, draws the
     negatives with the matching sampler (block Gibbs for :class:`~pyrogen.models.BernoulliRBM`,
-    Langevin otherwise), and registers its parameters with ``pyro.module(name, energy)`` on
-    every call, so ``pyro.infer.SVI`` optimizes them whatever the model does. The model is the
-    same density as a Pyro program (for an RBM, ``rbm.model``); with Pyro validation on, its
-    log-factors on the first rows of each batch are checked against ``-energy``. The guide is
-    never run (pass :func:`~pyrogen.inference.objective.empty_guide`).
+    Langevin otherwise); it is the objective's player, registered with
+    ``pyro.module(name, energy)`` on every call, so ``pyro.infer.SVI`` optimizes them
+    whatever the model does. The model is the same density as a Pyro program (for an RBM,
+    ``rbm.model``); with Pyro validation on, its log-factors on the first rows of each batch
+    are checked against ``-energy``. The guide is never run (pass
+    :func:`~pyrogen.inference.objective.empty_guide`).
     ``objective(model, guide)`` gives a module whose parameters include the energy's, and
-    :meth:`role_parameters` gives them to :class:`~pyrogen.inference.Trainer`.
+    :meth:`role_parameters` gives them to :class:`~pyrogen.inference.Trainer`; the persistent
+    chains are part of :meth:`state_dict`, so the trainer's checkpoints resume them.
 
     Chains are rows of one tensor. CD-k starts one chain at each data row. Persistent chains
     (``persistent=True``) are kept by the objective in :attr:`chains` and advance on every
@@ -158,9 +157,7 @@ class ContrastiveDivergence(Objective):
         name: str = "energy",
     ) -> None:
         super().__init__(num_particles=1, max_plate_nesting=1)
-        if not isinstance(energy, nn.Module):
-            raise TypeError(f"energy must be an nn.Module, got {type(energy).__name__}")
-        self.energy = energy
+        self.energy = self.add_player("energy", energy, role="model", name=name)
         self.is_rbm = isinstance(energy, BernoulliRBM)
         self.k = _check_int("k", k)
         if num_chains is not None:
@@ -210,6 +207,25 @@ class ContrastiveDivergence(Objective):
         self.chains: Tensor | None = None
         """Persistent states, ``(num_chains, D)`` or ``(buffer_size, D)``; ``None`` before
         the first call (and always for CD-k)."""
+
+    #: the energy is the only player; the model's Pyro program registers nothing to train.
+    model_role = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The energy's weights, the persistent chains and the chains' generator state."""
+        state = super().state_dict()
+        state["chains"] = None if self.chains is None else self.chains.detach().clone()
+        state["generator"] = None if self.generator is None else self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        chains = state.get("chains")
+        self.chains = None if chains is None else chains.clone()
+        if state.get("generator") is not None:
+            if self.generator is None:
+                raise ValueError("the state holds a chain generator; build CD with generator=")
+            self.generator.set_state(state["generator"])
 
     def reset(self) -> None:
         """Forget the persistent chains; the next call starts them again."""
@@ -319,17 +335,6 @@ class ContrastiveDivergence(Objective):
         self.chains[rows] = negatives
         return negatives
 
-    def _register(self) -> None:
-        """``pyro.module(name, energy)`` with the energy's own tensors: entries of that name
-        left in the param store by another module are replaced, not handed to SVI (plain
-        ``pyro.module`` would return them, and SVI would optimize them instead)."""
-        store = pyro.get_param_store()
-        for pname, value in self.energy.named_parameters():
-            full = param_with_module_name(self.name, pname)
-            if full in store and store.get_param(full) is not value:
-                del store[full]
-        pyro.module(self.name, self.energy)
-
     def _check_model(self, model: Callable[..., Any], data: Tensor) -> None:
         rows = data[:_CHECK_ROWS]
         with poutine.block(hide_types=["param"]):
@@ -367,32 +372,8 @@ class ContrastiveDivergence(Objective):
         if len(args) != 1 or kwargs:
             raise TypeError("ContrastiveDivergence takes one argument after model and guide: data")
         data = self._check_data(args[0])
-        self._register()
         if is_validation_enabled():
             self._check_model(model, data)
         negatives = self.sample_negatives(data)
         energies = self.energy_of(torch.cat([data, negatives.to(data)]))
         return energies[: data.shape[0]].mean() - energies[data.shape[0] :].mean()
-
-    def role_parameters(
-        self,
-        role: str,
-        model: Callable[..., Any],
-        guide: Callable[..., Any],
-        *args: Any,
-        **kwargs: Any,
-    ) -> dict[str, Tensor]:
-        """The energy's parameters under their Pyro names, for the trainer (the model need not
-        register them itself)."""
-        if role not in self.roles:
-            raise ValueError(f"unknown role {role!r}; roles are {self.roles}")
-        return {
-            param_with_module_name(self.name, pname): value
-            for pname, value in self.energy.named_parameters()
-        }
-
-    def __call__(self, model: Callable[..., Any], guide: Callable[..., Any]) -> ELBOModule:
-        """``objective(model, guide)`` as a module; its parameters include the energy's."""
-        module = ELBOModule(model, guide, self)  # type: ignore[arg-type]
-        module.add_module("energy", self.energy)
-        return module

@@ -34,13 +34,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer.elbo import ELBOModule
 from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 
+from pyrogen.compat import is_unconditioned_deterministic
 from pyrogen.inference import critic as losses
 from pyrogen.inference.objective import Objective
 from pyrogen.inference.objective import frozen as freeze  # _score's flag is named frozen
@@ -80,15 +79,8 @@ class _Unobserve(Messenger):
         self.seen = True
         if not msg["is_observed"]:
             return
-        fn = msg["fn"]
-        delta = getattr(fn, "base_dist", fn)
-        v = getattr(delta, "v", None)
-        if (
-            msg["infer"].get("_deterministic")
-            and isinstance(v, Tensor)
-            and msg["value"].data_ptr() == v.data_ptr()
-        ):
-            return  # an unconditioned pyro.deterministic: its "observation" is its own value
+        if is_unconditioned_deterministic(msg):
+            return  # its "observation" is its own value
         self.observed = msg["value"]
         msg["is_observed"] = False
         msg["value"] = None
@@ -128,6 +120,7 @@ class Adversarial(Objective):
     """
 
     roles = ("critic", "generator")
+    model_role = "generator"
     #: critic updates per generator update in the trainer.
     critic_steps: int = 1
     #: each role's optimiser and its settings (Radford et al. 2016 unless a paper says else).
@@ -144,8 +137,7 @@ class Adversarial(Objective):
         critic_steps: int | None = None,
     ) -> None:
         super().__init__(num_particles=1, max_plate_nesting=1)
-        if not isinstance(critic, nn.Module):
-            raise TypeError(f"critic must be a torch.nn.Module, got {type(critic).__name__}")
+        self.critic = self.add_player("critic", critic, role="critic")
         if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
             raise ValueError(f"pack must be a positive int, got {pack!r}")
         if critic_steps is not None:
@@ -154,7 +146,6 @@ class Adversarial(Objective):
             if critic_steps < 1:
                 raise ValueError(f"critic_steps must be at least 1, got {critic_steps}")
             self.critic_steps = critic_steps
-        self.critic = critic
         self.data_site = data_site
         self.pack = pack
         self.stats: dict[str, float] = {}
@@ -183,8 +174,8 @@ class Adversarial(Objective):
         if frozen:  # the critic as a fixed function: no gradient reaches its parameters
             with freeze(self.critic.parameters()):
                 out = self.critic(x)
-        else:  # registered in the param store while the loss runs, so SVI steps it too
-            out = pyro.module("critic", self.critic)(x)
+        else:
+            out = self.critic(x)
         return losses.per_sample(out, x.shape[0])
 
     def _batches(
@@ -249,32 +240,8 @@ class Adversarial(Objective):
             return self.generator_loss(model, guide, *args, **kwargs)
         raise ValueError(f"unknown role {role!r}; roles are {self.roles}")
 
-    def role_parameters(
-        self,
-        role: str,
-        model: Callable[..., Any],
-        guide: Callable[..., Any],
-        *args: Any,
-        **kwargs: Any,
-    ) -> dict[str, Tensor]:
-        critic: dict[str, Tensor] = dict(self.critic.named_parameters())
-        if role == "critic":
-            return critic
-        if role == "generator":
-            ids = {id(p) for p in critic.values()}
-            params = self.pyro_parameters(model, guide, *args, **kwargs)
-            return {k: v for k, v in params.items() if id(v) not in ids}
-        raise ValueError(f"unknown role {role!r}; roles are {self.roles}")
-
     def steps_per_iteration(self) -> dict[str, int]:
         return {"critic": self.critic_steps, "generator": 1}
-
-    def __call__(self, model: nn.Module, guide: Any) -> ELBOModule:
-        """The module form (Pyro's ``elbo(model, guide)``), holding the critic too, so that
-        ``module.parameters()`` are every player's; calling it returns ``GANLosses``."""
-        module = ELBOModule(model, guide, self)
-        module.critic = self.critic
-        return module
 
 
 class GAN(Adversarial):

@@ -11,19 +11,31 @@ that not every site shares are summed out. So a model whose sites all sit in one
 gets one weight per particle and data point (a bound per data point, as Pyro does), while a
 model with a global latent outside that plate gets one weight per particle for the whole data
 set, which is the only correct choice: a global latent couples the data points.
+
+
+Drawing the particles is a component of its own, :func:`draw_log_weights`: the Rényi
+family, NCE's bounds and :func:`pyrogen.metrics.log_likelihood` call it; an objective that
+weighs no particles (GANs, CD, AVB's critic) never touches it. It refuses guides with
+*implicit* sites, whose value comes from a network and has no usable density (see
+:func:`check_traces`).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import pyro
+import pyro.poutine as poutine
 import torch
+from pyro.distributions import Delta
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
-from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import check_site_shape
+
+from pyrogen.compat import is_subsample
 
 
 class LogWeights(NamedTuple):
@@ -60,8 +72,19 @@ def _sample_sites(trace: Trace) -> list[tuple[str, Any]]:
     return [
         (name, site)
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not isinstance(site["fn"], _Subsample)
+        if site["type"] == "sample" and not is_subsample(site["fn"])
     ]
+
+
+def is_implicit(site: Any) -> bool:
+    """Whether a guide site has no usable density: marked ``infer={"implicit": True}``, or
+    a ``Delta`` (its log-density is 0 or -inf, never log q)."""
+    if site["infer"].get("implicit"):
+        return True
+    fn = site["fn"]
+    while hasattr(fn, "base_dist"):  # Independent, MaskedDistribution, ...
+        fn = fn.base_dist
+    return isinstance(fn, Delta)
 
 
 def _pad(t: torch.Tensor | float, ndim: int, like: torch.Tensor) -> torch.Tensor:
@@ -107,7 +130,24 @@ def check_traces(model_trace: Trace, guide_trace: Trace) -> None:
             from the prior and silently left out of the weights), or observed data contain
             NaN (checked while Pyro's validation is enabled, as it is by default).
         NotImplementedError: a guide site is marked for enumeration.
+        ValueError: a guide site is implicit (marked ``infer={"implicit": True}``, or a
+            ``Delta``), or is a noise site the model does not have: its log q is not a
+            density of the latent, so every importance weight would be wrong.
     """
+    for name, site in _sample_sites(guide_trace):
+        if site["is_observed"]:
+            continue
+        if is_implicit(site) or name not in model_trace.nodes:
+            what = (
+                "is implicit (no usable density)"
+                if is_implicit(site)
+                else "is not a site of the model (a noise input of an implicit guide)"
+            )
+            raise ValueError(
+                f"guide site '{name}' {what}: importance-weighted objectives and "
+                "log_likelihood need log q(z|x) of every guide site. Train an implicit guide "
+                "with pyrogen.inference.AVB, and estimate its model's log p(x) with AIS"
+            )
     missing = [
         name
         for name, site in _sample_sites(model_trace)
@@ -236,3 +276,94 @@ def log_weights(
         if want_direct:
             direct = torch.stack(torch.broadcast_tensors(*[d for d in directs if d is not None]))
     return LogWeights(lw, score, scale, [g for _, g in traces], direct)
+
+
+def _plate_nesting(traces: Sequence[tuple[Trace, Trace]]) -> int:
+    dims = [
+        -int(frame.dim)
+        for pair in traces
+        for trace in pair
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized and frame.dim is not None
+    ]
+    return max(dims, default=0)
+
+
+def _check_no_nan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    named = [(f"positional argument {i}", a) for i, a in enumerate(args)]
+    named += [(f"keyword argument '{k}'", v) for k, v in kwargs.items()]
+    for where, value in named:
+        if (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and bool(torch.isnan(value).any())
+        ):
+            count = int(torch.isnan(value).sum())
+            raise ValueError(
+                f"the data passed as {where} contain NaN ({count} of {value.numel()} entries): "
+                "drop or impute the missing values, or mask them out with poutine.mask"
+            )
+
+
+def trace_pair(
+    model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
+) -> tuple[Trace, Trace]:
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace, guide_trace
+
+
+def draw_log_weights(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    num_particles: int,
+    max_plate_nesting: float = math.inf,
+    vectorize_particles: bool = True,
+    want_direct: bool = False,
+) -> tuple[LogWeights, int]:
+    r"""Draw ``num_particles`` particles from the guide and weigh them by the model.
+
+    Args:
+        model, guide: the Pyro programs, called as ``model(*args, **kwargs)``.
+        num_particles: :math:`K`.
+        max_plate_nesting: plate dimensions of model and guide, the particle plate not
+            counted; at infinity it is found by one unvectorized run, which draws random
+            numbers as Pyro's ELBO does.
+        vectorize_particles: draw the particles as one outermost ``pyro.plate``, or run the
+            programs once per particle.
+        want_direct: also return the guide's log-density with detached values (DReG).
+
+    Returns:
+        :class:`LogWeights` whose ``log_weight`` has shape ``(num_particles, *plates)``, and
+        the programs' plate nesting (the particle plate not counted), for the caller to keep
+        so that the next call needs no probe.
+    """
+    if is_validation_enabled():
+        _check_no_nan(args, kwargs)
+    particle_plate = bool(vectorize_particles and num_particles > 1)
+    nesting = max_plate_nesting
+    if nesting == math.inf and vectorize_particles:
+        # One unvectorized run finds the plate nesting (as Pyro's ELBO does, drawing the
+        # same random numbers); its traces are checked before any density is computed.
+        with poutine.block():
+            pair = trace_pair(model, guide, args, kwargs)
+        check_traces(*pair)
+        nesting = _plate_nesting([pair])
+    if particle_plate:
+        with pyro.plate("num_particles_vectorized", num_particles, dim=-int(nesting) - 1):
+            traces = [trace_pair(model, guide, args, kwargs)]
+    else:
+        traces = [trace_pair(model, guide, args, kwargs) for _ in range(num_particles)]
+    if nesting == math.inf:  # sequential: read it off the traces
+        nesting = _plate_nesting(traces)
+    out = log_weights(
+        traces, int(nesting) + int(particle_plate), particle_plate, want_direct=want_direct
+    )
+    assert out.log_weight.shape[0] == num_particles, (
+        f"expected {num_particles} particles first, got {tuple(out.log_weight.shape)}"
+    )
+    return out, int(nesting)

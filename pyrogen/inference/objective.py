@@ -11,6 +11,22 @@ Pyro's ``ReweightedWakeSleep`` does, which ``SVI.step`` passes through), and
 ``loss_and_grads`` back-propagates their sum, which is right when each loss reaches only its
 own player's parameters. When they share parameters, step each loss with its own optimizer
 (the several-player trainer does).
+
+Beside its losses an objective declares:
+
+- **roles**: the groups of parameters that each get an optimiser (``"critic"``,
+  ``"generator"``; one role, ``"model"``, by default), with the papers' optimisers;
+- **players**: the networks it owns (a critic, an energy, a log-normaliser), added with
+  :meth:`Objective.add_player`. From them the base derives, once, their registration in
+  Pyro's param store (safe against stale entries), the module form, each role's
+  parameters and what a checkpoint holds;
+- **state**: :meth:`Objective.state_dict` / :meth:`Objective.load_state_dict` (players'
+  weights, and what a subclass keeps between calls: persistent chains, a noise snapshot);
+- **hooks**: :meth:`Objective.after_step` after each optimiser step of a role, and
+  :meth:`Objective.end_of_epoch` after each pass over the data.
+
+Drawing particles and weighing them is not part of the base: the importance-weighted
+objectives call :func:`pyrogen.inference.importance.draw_log_weights`.
 """
 
 from __future__ import annotations
@@ -20,15 +36,17 @@ import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO
-from pyro.infer.util import is_validation_enabled
-from pyro.poutine import Trace
+from pyro.infer.elbo import ELBOModule
+from pyro.params import param_with_module_name
+from torch import nn
 
-from pyrogen.inference.importance import LogWeights, check_traces, log_weights
+from pyrogen.compat import register_module
+from pyrogen.inference.importance import trace_pair
 
 Loss: TypeAlias = torch.Tensor | tuple[torch.Tensor, ...]
 """A scalar tensor, or a NamedTuple of named scalar tensors (several players)."""
@@ -46,33 +64,19 @@ def _as_float(loss: Any) -> Any:
     return _item(loss)
 
 
-def _check_no_nan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    named = [(f"positional argument {i}", a) for i, a in enumerate(args)]
-    named += [(f"keyword argument '{k}'", v) for k, v in kwargs.items()]
-    for where, value in named:
-        if (
-            isinstance(value, torch.Tensor)
-            and value.is_floating_point()
-            and bool(torch.isnan(value).any())
-        ):
-            count = int(torch.isnan(value).sum())
-            raise ValueError(
-                f"the data passed as {where} contain NaN ({count} of {value.numel()} entries): "
-                "drop or impute the missing values, or mask them out with poutine.mask"
-            )
+class Player(NamedTuple):
+    """A network an objective owns.
 
+    Attributes:
+        module: the network.
+        name: its Pyro module name; its parameters are ``"<name>$$$<parameter>"`` in the
+            param store and in the trainer's checkpoints.
+        role: the role whose optimiser trains it.
+    """
 
-def _plate_nesting(traces: list[tuple[Trace, Trace]]) -> int:
-    dims = [
-        -int(frame.dim)
-        for pair in traces
-        for trace in pair
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized and frame.dim is not None
-    ]
-    return max(dims, default=0)
+    module: nn.Module
+    name: str
+    role: str
 
 
 def empty_guide(*args: Any, **kwargs: Any) -> None:
@@ -137,6 +141,7 @@ class Objective(ELBO):
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
         """The value of :meth:`differentiable_loss` as a float (or a NamedTuple of floats)."""
+        self.register_players()
         with torch.no_grad():
             return _as_float(self.differentiable_loss(model, guide, *args, **kwargs))
 
@@ -144,18 +149,26 @@ class Objective(ELBO):
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
         """Back-propagates :meth:`differentiable_loss` and returns its value, for SVI."""
+        self.register_players()
         out = self.differentiable_loss(model, guide, *args, **kwargs)
         total = out if isinstance(out, torch.Tensor) else sum(out)
         if isinstance(total, torch.Tensor) and total.requires_grad:
             total.backward(retain_graph=self.retain_graph)
         return _as_float(out)
 
-    # Roles: what the several-player trainer reads. One role, "model", by default: every
-    # Pyro parameter of the model and guide, stepped on the sum of the named losses.
+    # Roles: what the trainer reads. One role, "model", by default: every Pyro parameter of
+    # the model and guide, stepped on the sum of the named losses.
     roles: tuple[str, ...] = ("model",)
+    #: the role that trains the Pyro parameters which running the model and guide registers
+    #: (``None``: they are all players', as for contrastive divergence).
+    model_role: str | None = "model"
     default_optimizers: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
         "model": (torch.optim.Adam, {"lr": 1e-3}),
     }
+
+    def _check_role(self, role: str) -> None:
+        if role not in self.roles:
+            raise ValueError(f"unknown role {role!r}; roles are {self.roles}")
 
     def steps_per_iteration(self) -> dict[str, int]:
         """Updates of each role per trainer iteration."""
@@ -169,11 +182,48 @@ class Objective(ELBO):
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """The loss that ``role``'s optimiser minimises."""
-        if role not in self.roles:
-            raise ValueError(f"unknown role {role!r}; roles are {self.roles}")
+        """The loss that ``role``'s optimiser minimises: by default the sum of the named
+        losses (right when each reaches only its own player's parameters)."""
+        self._check_role(role)
         out = self.differentiable_loss(model, guide, *args, **kwargs)
         return out if isinstance(out, torch.Tensor) else torch.stack(list(out)).sum()
+
+    # Players.
+    @property
+    def players(self) -> dict[str, Player]:
+        """The networks this objective owns, by attribute name."""
+        players: dict[str, Player] | None = self.__dict__.get("_players")
+        if players is None:
+            players = self.__dict__["_players"] = {}
+        return players
+
+    def add_player(
+        self, attr: str, module: nn.Module, *, role: str, name: str | None = None
+    ) -> nn.Module:
+        """Declare ``module`` a player, trained by ``role``'s optimiser, under the Pyro
+        module name ``name`` (default ``attr``); returns it. The module form holds it as
+        submodule ``attr``."""
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"{attr} must be a torch.nn.Module, got {type(module).__name__}")
+        self._check_role(role)
+        self.players[attr] = Player(module, name if name is not None else attr, role)
+        return module
+
+    def register_players(self) -> None:
+        """Register every player in Pyro's param store, so :class:`pyro.infer.SVI` steps
+        them; stale entries of the same names (an earlier objective's) are replaced.
+        :meth:`loss` and :meth:`loss_and_grads` call it; the module form needs no store."""
+        for player in self.players.values():
+            register_module(player.name, player.module)
+
+    def player_parameters(self, role: str | None = None) -> dict[str, torch.Tensor]:
+        """The players' parameters (of ``role``, or all), by Pyro name."""
+        return {
+            param_with_module_name(p.name, k): v
+            for p in self.players.values()
+            if role is None or p.role == role
+            for k, v in p.module.named_parameters()
+        }
 
     def role_parameters(
         self,
@@ -183,12 +233,17 @@ class Objective(ELBO):
         *args: Any,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        """The parameters ``role`` updates, by name: here the Pyro parameters (unconstrained)
-        that running ``model`` and ``guide`` once registers, as :class:`pyro.infer.SVI`
-        finds them. Running them draws random numbers."""
-        if role not in self.roles:
-            raise ValueError(f"unknown role {role!r}; roles are {self.roles}")
-        return self.pyro_parameters(model, guide, *args, **kwargs)
+        """The parameters ``role`` updates, by Pyro name: its players', and for
+        :attr:`model_role` the Pyro parameters (unconstrained) that running ``model`` and
+        ``guide`` once registers, as :class:`pyro.infer.SVI` finds them, less the players'.
+        Running them draws random numbers."""
+        self._check_role(role)
+        params = self.player_parameters(role)
+        if role == self.model_role:
+            owned = {id(v) for v in self.player_parameters().values()}
+            found = self.pyro_parameters(model, guide, *args, **kwargs)
+            params |= {k: v for k, v in found.items() if id(v) not in owned}
+        return params
 
     @staticmethod
     def pyro_parameters(
@@ -204,53 +259,47 @@ class Objective(ELBO):
             if site["type"] == "param" and site["value"] is not None
         }
 
+    def __call__(self, model: Callable[..., Any], guide: Callable[..., Any]) -> ELBOModule:
+        """The module form (Pyro's ``elbo(model, guide)``), holding every player as a
+        submodule, so that ``module.parameters()`` are every player's too; calling it
+        returns :meth:`differentiable_loss`."""
+        module = ELBOModule(model, guide, self)  # type: ignore[arg-type]
+        for attr, player in self.players.items():
+            module.add_module(attr, player.module)
+        return module
+
+    def _get_trace(
+        self, model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        """:class:`pyro.infer.ELBO`'s hook: one guide trace and the model replayed on it."""
+        return trace_pair(model, guide, args, kwargs)
+
+    # State and hooks.
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume this objective exactly: the players'
+        weights (and buffers), plus what a subclass keeps between calls."""
+        return {"players": {k: p.module.state_dict() for k, p in self.players.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        saved = state.get("players", {})
+        if set(saved) != set(self.players):
+            raise ValueError(
+                f"the state holds players {sorted(saved)}, this objective has "
+                f"{sorted(self.players)}"
+            )
+        for k, p in self.players.items():
+            p.module.load_state_dict(saved[k])
+
+    def bind(self, model: Callable[..., Any], guide: Callable[..., Any]) -> None:
+        """The trainer names the programs it is about to train, before it resumes a state
+        (an objective whose state copies them, as self-contrastive noise does, needs them)."""
+
     def after_step(self, role: str) -> None:
         """Called by the trainer after each optimiser step of ``role`` (e.g. clipping)."""
 
-    # Traces and weights, shared by the importance-weighted objectives.
-    def _get_trace(
-        self, model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
-    ) -> tuple[Trace, Trace]:
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-        return model_trace, guide_trace
-
-    @property
-    def _particle_plate(self) -> bool:
-        return bool(self.vectorize_particles and self.num_particles > 1)
-
-    def log_weights(
-        self,
-        model: Callable[..., Any],
-        guide: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        want_direct: bool = False,
-    ) -> LogWeights:
-        r"""Draw ``num_particles`` particles from the guide and weigh them by the model.
-
-        Returns:
-            :class:`~pyrogen.inference.importance.LogWeights` whose ``log_weight`` has shape
-            ``(num_particles, *plates)``.
-        """
-        if is_validation_enabled():
-            _check_no_nan(args, kwargs)
-        if self.max_plate_nesting == math.inf and self.vectorize_particles:
-            # One unvectorized run finds the plate nesting (as Pyro's ELBO does, drawing the
-            # same random numbers); its traces are checked before any density is computed.
-            with poutine.block():
-                pair = self._get_trace(model, guide, args, kwargs)
-            check_traces(*pair)
-            self.max_plate_nesting = _plate_nesting([pair]) + int(self._particle_plate)
-        traces = list(self._get_traces(model, guide, args, kwargs))
-        if self.max_plate_nesting == math.inf:  # sequential: read it off the traces
-            self.max_plate_nesting = _plate_nesting(traces)
-        out = log_weights(
-            traces, int(self.max_plate_nesting), self._particle_plate, want_direct=want_direct
-        )
-        assert out.log_weight.shape[0] == self.num_particles, (
-            f"expected {self.num_particles} particles first, got {tuple(out.log_weight.shape)}"
-        )
-        return out
+    def end_of_epoch(
+        self, epoch: int, model: Callable[..., Any], guide: Callable[..., Any]
+    ) -> None:
+        """Called by the trainer after each pass over the data; ``epoch`` counts finished
+        passes (e.g. the self-contrastive noise refresh)."""

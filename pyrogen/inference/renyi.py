@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from pyrogen.inference.importance import LogWeights, _sample_sites
+from pyrogen.inference.importance import LogWeights, _sample_sites, draw_log_weights
 from pyrogen.inference.objective import Objective
 
 _GRADIENTS = ("reparam", "dreg")
@@ -170,6 +170,32 @@ class RenyiBound(Objective):
             f"{type(self).__name__}(alpha={self.alpha}, num_particles={self.num_particles}, "
             f"gradient={self.gradient!r})"
         )
+
+    def log_weights(
+        self,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        want_direct: bool = False,
+    ) -> LogWeights:
+        r"""Draw ``num_particles`` particles from the guide and weigh them by the model
+        (:func:`~pyrogen.inference.importance.draw_log_weights`); ``log_weight`` has shape
+        ``(num_particles, *plates)``."""
+        # Pyro's convention: max_plate_nesting counts the particle plate when there is one.
+        extra = int(self.vectorize_particles and self.num_particles > 1)
+        w, nesting = draw_log_weights(
+            model,
+            guide,
+            args,
+            kwargs,
+            self.num_particles,
+            self.max_plate_nesting - extra,
+            self.vectorize_particles,
+            want_direct,
+        )
+        self.max_plate_nesting = nesting + extra
+        return w
 
     def bound(self, w: LogWeights) -> torch.Tensor:
         """The per-point estimate with its gradient (reparameterized path)."""

@@ -10,11 +10,16 @@ WGAN clips). One iteration steps every role in order, each update on a fresh min
             optimizer[role].zero_grad(); objective.role_loss(role, model, guide, batch).backward()
             optimizer[role].step(); objective.after_step(role)
 
+Budgets are iterations or epochs (passes over the data, each in a fresh order; an
+objective's :meth:`~pyrogen.inference.objective.Objective.end_of_epoch` runs after each).
 The trainer keeps a history of each role's loss and of the objective's ``stats`` (e.g. the
 WGAN critic's estimate of the Wasserstein distance), shows a progress bar, and writes an
-atomic checkpoint (parameters, module buffers, optimisers, RNG states, data order, history)
-every ``checkpoint_every`` iterations, at the end and on Ctrl-C; ``fit`` with the same
+atomic checkpoint (parameters, the objective's state: players, persistent chains, noise
+snapshots; module buffers, optimisers, RNG states, data order, history) every
+``checkpoint_every`` iterations, at the end and on Ctrl-C or SIGTERM; ``fit`` with the same
 checkpoint path resumes where it stopped, drawing the same numbers as an uninterrupted run.
+An interruption finishes the iteration, saves, says how to resume and re-raises
+:class:`KeyboardInterrupt`, so a script never goes on with a half-trained model.
 Nothing here depends on the device: the data and parameters decide it.
 """
 
@@ -41,26 +46,30 @@ KIND = "pyrogen.trainer"
 
 
 class _DeferredInterrupt:
-    """Ctrl-C during an iteration stops the loop after that iteration, so the checkpoint
-    written then is a state of the uninterrupted run (a second Ctrl-C stops at once)."""
+    """Ctrl-C (or SIGTERM) during an iteration stops the loop after that iteration, so the
+    checkpoint written then is a state of the uninterrupted run (a second one stops at
+    once)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = signal.Signals(signum).name
 
     def __enter__(self) -> _DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -71,8 +80,13 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+Transform = Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]]
+"""``transform(batch, generator)``: a batch as the model sees it (e.g. dynamic
+binarization), drawn with the trainer's data generator so that resume stays exact."""
+
+
 class Trainer:
-    """Fits ``model`` (and ``guide``) under a several-player ``objective``.
+    """Fits ``model`` (and ``guide``) under any pyrogen ``objective``.
 
     Args:
         objective: a :class:`~pyrogen.inference.objective.Objective` (one role, "model",
@@ -84,11 +98,17 @@ class Trainer:
             default (the paper's settings).
         steps: per role, updates per iteration (defaults from the objective).
         modules: modules whose buffers (batch-norm statistics...) belong in checkpoints,
-            by name; the objective's critic is added. Parameters are saved in any case.
+            by name (the objective's players are saved with its state). Parameters are
+            saved in any case.
         checkpoint: path of the checkpoint file; an existing one is resumed.
-        checkpoint_every: iterations between checkpoints.
+        checkpoint_every: iterations between checkpoints (with an epoch budget, also one at
+            the end of every epoch).
         callback: called as ``callback(trainer)`` after every iteration (evaluations,
-            snapshots); ``trainer.iteration`` counts finished iterations.
+            snapshots), after the epoch hooks when a pass ended in it;
+            ``trainer.iteration`` counts finished iterations.
+        epoch_callback: called as ``epoch_callback(trainer)`` after every pass over the
+            data (and after the objective's ``end_of_epoch``); ``trainer.epoch`` counts
+            finished passes. What it adds to ``trainer.history`` is checkpointed.
         progress: show a tqdm bar.
     """
 
@@ -104,6 +124,7 @@ class Trainer:
         checkpoint: str | os.PathLike[str] | None = None,
         checkpoint_every: int = 1000,
         callback: Callable[[Trainer], None] | None = None,
+        epoch_callback: Callable[[Trainer], None] | None = None,
         progress: bool = True,
     ) -> None:
         if not isinstance(objective, Objective):
@@ -123,20 +144,20 @@ class Trainer:
             _check_int(f"steps[{role!r}]", n, 1)
         self._optimizer_specs = dict(optimizers or {})
         self.modules = dict(modules or {})
-        critic = getattr(objective, "critic", None)
-        if isinstance(critic, nn.Module):
-            self.modules.setdefault("critic", critic)
         self.checkpoint = checkpoint
         self.checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
         self.callback = callback
+        self.epoch_callback = epoch_callback
         self.progress = progress
         self.iteration = 0
+        self.epoch = 0
         self.history: dict[str, list[float]] = {}
         self.params: dict[str, dict[str, Tensor]] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._generator: torch.Generator | None = None
         self._order: Tensor | None = None
         self._position = 0
+        self._passes_done = 0  # passes finished during the current iteration
 
     # Set-up.
     def _build(self, batch: Sequence[Tensor]) -> None:
@@ -153,15 +174,21 @@ class Trainer:
                 self.optimizers[role] = cls(list(params.values()), **kwargs)
             else:
                 self.optimizers[role] = spec(list(params.values()))
+        self.objective.bind(self.model, self.guide)
 
-    def _next_batch(self, data: tuple[Tensor, ...], batch_size: int) -> tuple[Tensor, ...]:
+    def _next_batch(
+        self, data: tuple[Tensor, ...], batch_size: int, drop_last: bool
+    ) -> tuple[Tensor, ...]:
         n = data[0].shape[0]
         assert self._generator is not None
-        if self._order is None or self._position + batch_size > n:
+        if self._order is None or self._position >= n:
             self._order = torch.randperm(n, generator=self._generator)
             self._position = 0
         idx = self._order[self._position : self._position + batch_size]
         self._position += batch_size
+        if self._position >= n or (drop_last and self._position + batch_size > n):
+            self._position = n  # this pass is over; the next batch starts a new order
+            self._passes_done += 1
         return tuple(t[idx.to(t.device)] for t in data)
 
     # Checkpoints.
@@ -169,10 +196,12 @@ class Trainer:
         assert self._generator is not None
         return {
             "iteration": self.iteration,
+            "epoch": self.epoch,
             "roles": list(self.roles),
             "params": {
                 r: {k: v.detach().cpu() for k, v in p.items()} for r, p in self.params.items()
             },
+            "objective": self.objective.state_dict(),
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
             "torch_rng": torch.get_rng_state(),
@@ -206,6 +235,10 @@ class Trainer:
                     if saved[name].shape != p.shape:
                         raise CheckpointError(f"parameter {name!r} changed shape")
                     p.copy_(saved[name])
+        try:
+            self.objective.load_state_dict(state["objective"])
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{self.checkpoint}: the objective's state: {exc}") from exc
         for name, module in self.modules.items():
             module.load_state_dict(state["modules"][name])
         for role, opt in self.optimizers.items():
@@ -216,29 +249,44 @@ class Trainer:
         self._order = state["order"] if state["order"].numel() else None
         self._position = int(state["position"])
         self.iteration = int(state["iteration"])
+        self.epoch = int(state["epoch"])
         self.history = {k: list(v) for k, v in state["history"].items()}
         return True
 
     # The loop.
-    def _log(self, key: str, value: float) -> None:
+    def log(self, key: str, value: float) -> None:
+        """Append ``value`` to ``history[key]`` (checkpointed with the rest)."""
         self.history.setdefault(key, []).append(value)
 
     def fit(
         self,
         data: Tensor | Iterable[Tensor],
-        num_iterations: int,
-        batch_size: int,
+        num_iterations: int | None = None,
+        batch_size: int | None = None,
         seed: int = 0,
+        *,
+        num_epochs: int | None = None,
+        drop_last: bool = True,
+        transform: Transform | None = None,
     ) -> dict[str, list[float]]:
-        """Runs until ``num_iterations`` iterations are done in all (resuming counts those
-        in the checkpoint) and returns the history: per iteration, each role's mean loss
-        and each of the objective's ``stats``.
+        """Runs until ``num_iterations`` iterations, or ``num_epochs`` passes over the data,
+        are done in all (resuming counts those in the checkpoint) and returns the history:
+        per iteration, each role's mean loss and each of the objective's ``stats``.
 
         Args:
             data: a tensor of rows, or a tuple of tensors with the same first dimension
                 (passed to the model as positional arguments).
-            num_iterations: total iterations (one iteration steps every role).
+            num_iterations: total iterations (one iteration steps every role); or
+            num_epochs: total passes over the data (give one budget, not both).
             batch_size: rows per update; the rows are reshuffled every pass (``seed``).
+            drop_last: a pass ends when fewer than ``batch_size`` rows are left (the
+                default); ``False`` steps on that last, smaller batch too.
+            transform: ``transform(batch, generator)`` applied to each batch as it is
+                drawn (e.g. dynamic binarization), with the trainer's data generator.
+
+        Raises:
+            KeyboardInterrupt: after Ctrl-C or SIGTERM, once the iteration has finished and
+                the checkpoint is written.
         """
         data_t = (data,) if isinstance(data, Tensor) else tuple(data)
         if not data_t or not all(isinstance(t, Tensor) for t in data_t):
@@ -246,7 +294,15 @@ class Trainer:
         n = data_t[0].shape[0]
         if any(t.shape[0] != n for t in data_t):
             raise ValueError(f"data tensors differ in length: {[t.shape[0] for t in data_t]}")
-        _check_int("num_iterations", num_iterations, 0)
+        if (num_iterations is None) == (num_epochs is None):
+            raise ValueError("give one budget: num_iterations or num_epochs")
+        total = _check_int(
+            "num_iterations" if num_epochs is None else "num_epochs",
+            num_iterations if num_epochs is None else num_epochs,
+            0,
+        )
+        if batch_size is None:
+            raise TypeError("fit needs batch_size")
         _check_int("batch_size", batch_size, 1)
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} exceeds the {n} rows of data")
@@ -255,65 +311,88 @@ class Trainer:
             self._generator = torch.Generator().manual_seed(seed)
             self._build(tuple(t[:batch_size] for t in data_t))
             resumed = self._resume()
+        by_epoch = num_epochs is not None
         bar = tqdm(
-            total=num_iterations,
-            initial=min(self.iteration, num_iterations),
+            total=total,
+            initial=min(self.epoch if by_epoch else self.iteration, total),
             disable=not self.progress,
             desc="resumed" if resumed else "training",
+            unit="epoch" if by_epoch else "it",
         )
         interrupted = _DeferredInterrupt()
         try:
             with interrupted:
-                self._loop(data_t, num_iterations, batch_size, bar, interrupted)
+                while (self.epoch if by_epoch else self.iteration) < total:
+                    if interrupted.requested:
+                        break
+                    self._iterate(data_t, batch_size, drop_last, transform, bar, by_epoch)
         finally:
             bar.close()
         self.save()
         if interrupted.requested:
+            where = f"iteration {self.iteration} (epoch {self.epoch})"
+            how = (
+                f"call fit again with checkpoint={str(self.checkpoint)!r} to resume"
+                if self.checkpoint
+                else "pass checkpoint= to be able to resume"
+            )
             warnings.warn(
-                f"interrupted after iteration {self.iteration}; "
-                + (
-                    f"fit again to resume from {self.checkpoint}"
-                    if self.checkpoint
-                    else "pass checkpoint= to be able to resume"
-                ),
+                f"interrupted after {where} by {interrupted.requested}; {how}",
                 PyrogenWarning,
                 stacklevel=2,
             )
+            raise KeyboardInterrupt(f"training interrupted after {where}")
         return self.history
 
-    def _loop(
+    def _step(self, role: str, batch: tuple[Tensor, ...]) -> float:
+        opt = self.optimizers[role]
+        opt.zero_grad(set_to_none=True)
+        loss = self.objective.role_loss(role, self.model, self.guide, *batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{role} loss is {float(loss.detach())} at iteration {self.iteration}; "
+                "lower the learning rate or check the data"
+            )
+        loss.backward()
+        opt.step()
+        self.objective.after_step(role)
+        return float(loss.detach())
+
+    def _iterate(
         self,
         data_t: tuple[Tensor, ...],
-        num_iterations: int,
         batch_size: int,
+        drop_last: bool,
+        transform: Transform | None,
         bar: Any,
-        interrupted: _DeferredInterrupt,
+        by_epoch: bool,
     ) -> None:
-        while self.iteration < num_iterations and not interrupted.requested:
-            for role in self.roles:
-                total = 0.0
-                for _ in range(self.steps[role]):
-                    batch = self._next_batch(data_t, batch_size)
-                    opt = self.optimizers[role]
-                    opt.zero_grad(set_to_none=True)
-                    loss = self.objective.role_loss(role, self.model, self.guide, *batch)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"{role} loss is {float(loss.detach())} at iteration {self.iteration}; "
-                            "lower the learning rate or check the data"
-                        )
-                    loss.backward()
-                    opt.step()
-                    self.objective.after_step(role)
-                    total += float(loss.detach())
-                self._log(role, total / self.steps[role])
-            for key, value in getattr(self.objective, "stats", {}).items():
-                self._log(key, value)
-            self.iteration += 1
+        """One iteration: every role's updates, each on a fresh batch; then the hooks."""
+        self._passes_done = 0
+        for role in self.roles:
+            total = 0.0
+            for _ in range(self.steps[role]):
+                batch = self._next_batch(data_t, batch_size, drop_last)
+                if transform is not None:
+                    assert self._generator is not None
+                    batch = transform(batch, self._generator)
+                total += self._step(role, batch)
+            self.log(role, total / self.steps[role])
+        for key, value in getattr(self.objective, "stats", {}).items():
+            self.log(key, value)
+        self.iteration += 1
+        if not by_epoch:
             bar.update(1)
-            if self.iteration % 50 == 0 or self.iteration == num_iterations:
-                bar.set_postfix({r: f"{self.history[r][-1]:.3g}" for r in self.roles})
-            if self.callback is not None:
-                self.callback(self)
-            if self.iteration % self.checkpoint_every == 0:
-                self.save()
+        if self.iteration % 50 == 0:
+            bar.set_postfix({r: f"{self.history[r][-1]:.3g}" for r in self.roles})
+        for _ in range(self._passes_done):
+            self.epoch += 1
+            self.objective.end_of_epoch(self.epoch, self.model, self.guide)
+            if self.epoch_callback is not None:
+                self.epoch_callback(self)
+            if by_epoch:
+                bar.update(1)
+        if self.callback is not None:
+            self.callback(self)
+        if self.iteration % self.checkpoint_every == 0 or (by_epoch and self._passes_done):
+            self.save()

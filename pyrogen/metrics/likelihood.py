@@ -20,7 +20,7 @@ import pyro.poutine as poutine
 import torch
 from tqdm.auto import tqdm
 
-from pyrogen.inference.renyi import IWAE
+from pyrogen.inference.importance import draw_log_weights
 
 
 class LogLikelihood(NamedTuple):
@@ -92,7 +92,7 @@ def log_likelihood(
     sizes = [particle_chunk] * (num_samples // particle_chunk)
     if num_samples % particle_chunk:
         sizes.append(num_samples % particle_chunk)
-    objectives = {k: IWAE(num_particles=k, max_plate_nesting=max_plate_nesting) for k in set(sizes)}
+    nesting = max_plate_nesting
     per_point, log_var_ratio = [], []
     batches = data.split(batch_size)
     bar = tqdm(batches, desc=f"log p(x), K={num_samples}", unit="batch", disable=not progress)
@@ -100,7 +100,8 @@ def log_likelihood(
         lse = torch.full((batch.shape[0],), -math.inf, dtype=batch.dtype, device=batch.device)
         lse2 = lse.clone()  # log sum w^2, for the Monte Carlo error
         for k in sizes:
-            lw = objectives[k].log_weights(model, guide, (batch,), {}).log_weight
+            w, nesting = draw_log_weights(model, guide, (batch,), {}, k, nesting)
+            lw = w.log_weight
             lw = lw.reshape(k, -1)
             if lw.shape[1] != batch.shape[0]:
                 raise ValueError(

@@ -1,0 +1,162 @@
+r"""Per-row log-densities of a Pyro program: :math:`\log \tilde p(x_n)` for each row.
+
+Exact from the model's trace (the sum of its log-factors and observed log-densities at
+index :math:`n` of the data plate) when the guide has no latents; else a :math:`K`-particle
+bound (IWAE or ELBO) from :func:`~pyrogen.inference.importance.draw_log_weights`. NCE and
+self-contrastive estimation score data and noise with them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+
+from pyrogen.inference.importance import LogWeights, draw_log_weights
+from pyrogen.inference.objective import empty_guide
+from pyrogen.inference.renyi import renyi_reduce
+
+__all__ = ["Bound", "exact_log_density", "log_density"]
+
+
+class Bound:
+    r"""Settings of the bound that stands for :math:`\\log \tilde p(x)` with a guide: the
+    order (``alpha`` 0 for IWAE, 1 for the ELBO), particles, and the plate nesting (found
+    on the first call and kept)."""
+
+    def __init__(
+        self,
+        alpha: float,
+        num_particles: int,
+        max_plate_nesting: float = math.inf,
+        vectorize_particles: bool = True,
+    ) -> None:
+        self.alpha = alpha
+        self.num_particles = num_particles
+        self.max_plate_nesting = max_plate_nesting
+        self.vectorize_particles = vectorize_particles
+
+    def log_weights(
+        self,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> LogWeights:
+        w, self.max_plate_nesting = draw_log_weights(
+            model,
+            guide,
+            args,
+            kwargs,
+            self.num_particles,
+            self.max_plate_nesting,
+            self.vectorize_particles,
+        )
+        return w
+
+
+def has_guide(guide: Callable[..., Any] | None) -> bool:
+    return guide is not None and guide is not empty_guide
+
+
+# Per-point log-densities.
+def _data_frame_dim(name: str, site: Any, n: int) -> int:
+    frames = [
+        f for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None and f.size == n
+    ]
+    if not frames:
+        raise ValueError(
+            f"site '{name}' is not inside a pyro.plate over the {n} data rows: NCE needs "
+            "log p~(x) per data point, so every factor and observed site must sit in the "
+            "data plate"
+        )
+    if len(frames) > 1:
+        raise ValueError(
+            f"site '{name}' sits in {len(frames)} plates of size {n} "
+            f"({[f.name for f in frames]}): which one holds the data rows is ambiguous"
+        )
+    return int(frames[0].dim)
+
+
+def exact_log_density(trace: Trace, n: int) -> Tensor:
+    """Sum of log-factors and observed log-densities per index of the data plate, ``(n,)``."""
+    total: Tensor | None = None
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if not site["is_observed"]:
+            raise ValueError(
+                f"the model samples the latent site '{name}', but the guide has none: give a "
+                "guide for the latent variables (the density is then a bound), or integrate "
+                "them out in the energy"
+            )
+        fn: Any = site["fn"]
+        lp = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
+        if not isinstance(lp, Tensor):
+            lp = torch.as_tensor(lp)
+        if site["mask"] is not None:
+            mask = torch.as_tensor(site["mask"], device=lp.device)
+            lp = torch.where(mask, lp, lp.new_zeros(()))
+        dim = _data_frame_dim(name, site, n)
+        if lp.dim() < -dim:
+            lp = lp.reshape((1,) * (-dim - lp.dim()) + tuple(lp.shape))
+        lp = lp.movedim(dim, 0)
+        lp = lp.reshape(lp.shape[0], -1).sum(1).expand(n)
+        total = lp if total is None else total + lp
+    if total is None:
+        raise ValueError("the model has no factor or observed site: it scores nothing")
+    return total
+
+
+def log_density(
+    model: Callable[..., Any],
+    guide: Callable[..., Any] | None,
+    x: Tensor,
+    bound: Bound,
+) -> Tensor:
+    r""":math:`\log \tilde p(x_n)` per row, ``(n,)``: exact from the model's trace without a
+    guide, else the bound (IWAE or ELBO) with the guide's particles."""
+    n = x.shape[0]
+    if not has_guide(guide):
+        return exact_log_density(poutine.trace(model).get_trace(x), n)
+    assert guide is not None
+    w = bound.log_weights(model, guide, (x,), {})
+    if w.score is not None:
+        raise ValueError(
+            "NCE with a latent-variable model needs reparameterized guide sites (the bound's "
+            "gradient goes through the sampled latents); the guide has sites without rsample"
+        )
+    per_point = renyi_reduce(w.log_weight, bound.alpha)
+    if per_point.numel() != n:
+        raise ValueError(
+            f"expected one bound per data row ({n}), got shape {tuple(per_point.shape)}: put "
+            "every latent site inside the data plate"
+        )
+    return per_point.reshape(n)
+
+
+def held_fixed(guide: Callable[..., Any]) -> Callable[..., Any]:
+    """The guide run without autograd: its draws and densities carry no gradient."""
+
+    def fixed(*args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return guide(*args, **kwargs)
+
+    return fixed
+
+
+def model_parameters(model: Callable[..., Any], data: Tensor) -> list[Tensor]:
+    """The unconstrained leaves of the Pyro parameters the model reads (one run on a row,
+    latents from the prior, without autograd, leaving the random streams as they were)."""
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices), torch.no_grad(), poutine.block():
+        trace = poutine.trace(model, param_only=True).get_trace(data[:1])
+    store = dict(pyro.get_param_store().named_parameters())
+    return [store[name] for name, site in trace.nodes.items() if name in store]

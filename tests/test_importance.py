@@ -1,0 +1,72 @@
+"""Importance sampling as a component: particles and log-weights, and the refusal of guides
+whose sites have no usable density (implicit guides)."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrogen.inference import IWAE, NCE, RenyiBound
+from pyrogen.inference.importance import draw_log_weights
+from pyrogen.metrics import log_likelihood
+from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian
+
+
+def model(x: torch.Tensor) -> None:
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def delta_guide(x: torch.Tensor) -> None:
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Delta(x / 2))
+
+
+def marked_guide(x: torch.Tensor) -> None:
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x / 2, 0.7), infer={"implicit": True})
+
+
+def noise_guide(x: torch.Tensor) -> None:
+    with pyro.plate("data", x.shape[0]):
+        eps = pyro.sample("eps", dist.Normal(0.0, 1.0))
+        pyro.sample("z", dist.Normal(x / 2 + eps, 0.7))
+
+
+@pytest.mark.parametrize(
+    ("guide", "site", "what"),
+    [
+        (delta_guide, "z", "implicit"),
+        (marked_guide, "z", "implicit"),
+        (noise_guide, "eps", "not a site of the model"),
+    ],
+)
+def test_every_importance_weighted_computation_refuses_implicit_sites(
+    guide: object, site: str, what: str
+) -> None:
+    x = torch.randn(5)
+    pattern = f"guide site '{site}' .*{what}.*AVB"
+    for objective in (IWAE(4), RenyiBound(0.5, 3), IWAE(2, vectorize_particles=False)):
+        with pytest.raises(ValueError, match=pattern):
+            objective.loss(model, guide, x)
+    with pytest.raises(ValueError, match=pattern):
+        log_likelihood(model, guide, x, num_samples=10, progress=False)
+    with pytest.raises(ValueError, match=pattern):
+        NCE(dist.Normal(0.0, 3.0), num_particles=3).loss(model, guide, x)
+
+
+def test_draw_log_weights_shapes_and_the_nesting_it_finds() -> None:
+    m, g = ConjugateGaussian(dim=2), AmortizedGaussianGuide(dim=2)
+    x = torch.randn(7, 2)
+    w, nesting = draw_log_weights(m, g, (x,), {}, num_particles=5)
+    assert w.log_weight.shape == (5, 7) and nesting == 1
+    w, nesting = draw_log_weights(m, g, (x,), {}, 3, vectorize_particles=False)
+    assert w.log_weight.shape == (3, 7) and nesting == 1
+    # the same numbers as the objective that calls it, at the same seed
+    pyro.set_rng_seed(1)
+    w, _ = draw_log_weights(m, g, (x,), {}, 4, max_plate_nesting=1)
+    pyro.set_rng_seed(1)
+    torch.testing.assert_close(
+        IWAE(4, max_plate_nesting=1).log_weights(m, g, (x,), {}).log_weight, w.log_weight
+    )
