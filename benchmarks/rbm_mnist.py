@@ -222,7 +222,8 @@ def train(
         order = torch.randperm(n, generator=order_rng)
         for i in range(0, n, batch):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(data[order[i : i + batch]])
+            x = data[order[i : i + batch]]
+            loss = loss_fn(x) / x.shape[0]  # CD sums over the rows; step on the mean
             loss.backward()
             opt.step()
             gap += loss.detach()

@@ -200,8 +200,7 @@ def train_run(run: str, data: Data, args: argparse.Namespace) -> dict[str, Any]:
             x = x.to(device)
             loss = objective.differentiable_loss(vae.model, vae.guide, x)
             assert isinstance(loss, torch.Tensor)
-            if objective is elbo:
-                loss = loss / x.shape[0]  # the ELBO objective sums over the batch
+            loss = loss / x.shape[0]  # every objective sums over the batch
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -67,7 +67,8 @@ def test_loss_is_the_free_energy_gap_of_the_negatives() -> None:
     negatives = cd.sample_negatives(data)
     cd.generator = torch.Generator().manual_seed(3)
     loss = cd.differentiable_loss(rbm.model, empty_guide, data)
-    expected = rbm.free_energy(data).mean() - rbm.free_energy(negatives).mean()
+    # summed over the data points, the one reduction of every objective (as Pyro's)
+    expected = len(data) * (rbm.free_energy(data).mean() - rbm.free_energy(negatives).mean())
     assert torch.equal(loss, expected)
     assert negatives.shape == data.shape and cd.chains is None  # CD-k keeps nothing
 

@@ -219,7 +219,7 @@ def test_logits_are_log_p_minus_log_z_nu_q() -> None:
     loss = nce.differentiable_loss(model, empty_guide, x)
     pyro.set_rng_seed(5)
     out = nce.logits(model, empty_guide, x)
-    expected = (
+    expected = len(x) * (  # summed over the data points, the one reduction (as Pyro's)
         nn.functional.softplus(-out.data).mean() + 3 * nn.functional.softplus(out.noise).mean()
     )
     assert torch.allclose(loss, expected)
@@ -327,7 +327,8 @@ def test_gradient_at_a_fresh_copy_is_the_scaled_likelihood_gradient(nu: float) -
     def score(v: torch.Tensor) -> torch.Tensor:
         return torch.stack([precision * (v - 0.8), 0.5 - 0.5 * precision * (v - 0.8) ** 2])
 
-    expected = nu / (1 + nu) * (score(out.samples).mean(1) - score(x).mean(1))
+    # per data point; the loss sums over the 30 data points (the one reduction, as Pyro's)
+    expected = len(x) * nu / (1 + nu) * (score(out.samples).mean(1) - score(x).mean(1))
     assert torch.allclose(torch.stack(grads), expected)
 
 
@@ -388,7 +389,7 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]
 
 def test_guide_objective_bound_routes_nce_to_the_model_and_the_bound_to_the_guide() -> None:
     """With guide_objective="bound" the decoder's gradient is exactly NCE's with the guide's
-    draws held fixed, and the encoder's is exactly that of minus the mean bound on the data
+    draws held fixed, and the encoder's is exactly that of minus the summed bound on the data
     rows (same random numbers); with "nce" the encoder gets the classifier's gradient."""
     torch.manual_seed(0)
     pyro.clear_param_store()
@@ -413,9 +414,10 @@ def test_guide_objective_bound_routes_nce_to_the_model_and_the_bound_to_the_guid
             vae.guide(v)
 
     out = plain.logits(vae.model, fixed_guide, x)
-    nce_loss = critic.logistic(out.data, out.noise, plain.nu)
+    # both summed over the data points, the one reduction (as Pyro's)
+    nce_loss = len(x) * critic.logistic(out.data, out.noise, plain.nu)
     log_weight = routed._model_bound.log_weights(vae.model, vae.guide, (x,), {}).log_weight
-    bound_loss = -renyi_reduce(log_weight, 0.0).mean()  # IWAE, K = 3
+    bound_loss = -renyi_reduce(log_weight, 0.0).sum()  # IWAE, K = 3
     for a, b in zip(g_dec, _grads(nce_loss, dec), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     for a, b in zip(g_enc, _grads(bound_loss, enc), strict=True):

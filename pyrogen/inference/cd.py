@@ -27,7 +27,8 @@ MALA).
   larger than a batch; each call continues ``num_chains`` of them, each restarted from noise
   with probability ``reinit_prob``.
 
-The value of the loss is the free-energy gap between data and negatives, the number people
+The value of the loss is the free-energy gap between data and negatives (summed over the
+data rows, the one reduction of every pyrogen objective), the number people
 watch while training RBMs; it is **not** the negative log-likelihood, which needs
 :math:`\log Z` (see :func:`pyrogen.metrics.ais_log_partition`). It goes to zero when the
 negatives look like the data.
@@ -362,7 +363,8 @@ class ContrastiveDivergence(Objective):
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Tensor:
-        r"""Mean energy of the data minus mean energy of the (detached) negatives.
+        r"""Mean energy of the data minus mean energy of the (detached) negatives, times the
+        number of data rows (every objective's loss is a sum over data points, as Pyro's).
 
         Args:
             model: the energy's Pyro program (checked under Pyro validation, not otherwise run).
@@ -376,4 +378,5 @@ class ContrastiveDivergence(Objective):
             self._check_model(model, data)
         negatives = self.sample_negatives(data)
         energies = self.energy_of(torch.cat([data, negatives.to(data)]))
-        return energies[: data.shape[0]].mean() - energies[data.shape[0] :].mean()
+        n = data.shape[0]  # a sum over the data rows, as Pyro's losses are
+        return n * (energies[:n].mean() - energies[n:].mean())

@@ -201,7 +201,14 @@ class Adversarial(Objective):
         self.stats.update(
             critic_real=float(r_real.detach().mean()), critic_fake=float(r_fake.detach().mean())
         )
-        return loss
+        return loss * self._rows(real)
+
+    def _rows(self, x: Tensor) -> int:
+        """Data points in a (packed) batch: the losses are sums over them, as Pyro's."""
+        return x.shape[0] * self.pack
+
+    def _generator_loss(self, fake: Tensor) -> Tensor:
+        return self.generator_objective(self._score(fake, frozen=True)) * self._rows(fake)
 
     def critic_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
@@ -216,15 +223,14 @@ class Adversarial(Objective):
     ) -> Tensor:
         """The generator's loss (the critic enters with detached parameters)."""
         _, fake = self._batches(model, args, kwargs)
-        return self.generator_objective(self._score(fake, frozen=True))
+        return self._generator_loss(fake)
 
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> GANLosses:
         real, fake = self._batches(model, args, kwargs)
         critic = self._critic_loss(real, fake)
-        generator = self.generator_objective(self._score(fake, frozen=True))
-        return GANLosses(critic=critic, generator=generator)
+        return GANLosses(critic=critic, generator=self._generator_loss(fake))
 
     def role_loss(
         self,

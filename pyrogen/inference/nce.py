@@ -291,15 +291,17 @@ class NCE(Objective):
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Tensor:
-        r""":math:`\mathbb{E}_{p_d}\,\mathrm{softplus}(-G) + \nu\,\mathbb{E}_q\,
-        \mathrm{softplus}(G)` on one batch of data rows (the only argument)."""
+        r""":math:`n\,(\mathbb{E}_{p_d}\,\mathrm{softplus}(-G) + \nu\,\mathbb{E}_q\,
+        \mathrm{softplus}(G))` on one batch of :math:`n` data rows (the only argument): a sum
+        over the data points, as every objective's loss."""
         data = self._check_data(args, kwargs)
         out = self.logits(model, guide, data)
-        loss = critic.logistic(out.data, out.noise, self.nu)
+        # a sum over the data rows, as Pyro's losses are
+        loss = data.shape[0] * critic.logistic(out.data, out.noise, self.nu)
         if self.guide_objective == "bound" and has_guide(guide):
             with frozen(model_parameters(model, data)):
                 bound = log_density(model, guide, data, self._model_bound)
-            loss = loss - bound.mean()
+            loss = loss - bound.sum()
         with torch.no_grad():
             right = float((out.data > 0).sum() + (out.noise < 0).sum())
             self.stats = {

@@ -25,6 +25,14 @@ Beside its losses an objective declares:
 - **hooks**: :meth:`Objective.after_step` after each optimiser step of a role, and
   :meth:`Objective.end_of_epoch` after each pass over the data.
 
+**One reduction.** Every objective's loss is a *sum over the data points* of the batch
+(times Pyro's subsampling scale where a plate subsamples), never a mean: that is Pyro's
+convention (``Trace_ELBO`` and ``RenyiELBO`` return the negative bound of the whole batch),
+so a pyrogen objective drops into code written for Pyro's and its value reads the same;
+per-sample expectations (a critic's loss on generated samples, NCE's noise term) are
+averaged inside and multiplied by the number of data points. The trainer divides by the
+batch's rows and steps on the mean per data point, as most PyTorch code does.
+
 Drawing particles and weighing them is not part of the base: the importance-weighted
 objectives call :func:`pyrogen.inference.importance.draw_log_weights`.
 """

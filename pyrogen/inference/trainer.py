@@ -271,7 +271,9 @@ class Trainer:
     ) -> dict[str, list[float]]:
         """Runs until ``num_iterations`` iterations, or ``num_epochs`` passes over the data,
         are done in all (resuming counts those in the checkpoint) and returns the history:
-        per iteration, each role's mean loss and each of the objective's ``stats``.
+        per iteration, each role's loss per data point (the objective's sum over the batch
+        divided by its rows, which is also what the optimisers step on), averaged over the
+        role's updates, and each of the objective's ``stats``.
 
         Args:
             data: a tensor of rows, or a tuple of tensors with the same first dimension
@@ -347,7 +349,9 @@ class Trainer:
     def _step(self, role: str, batch: tuple[Tensor, ...]) -> float:
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
-        loss = self.objective.role_loss(role, self.model, self.guide, *batch)
+        # Objectives sum over data points (Pyro's convention); the trainer steps on the mean
+        # per data point, so that learning rates do not depend on the batch size.
+        loss = self.objective.role_loss(role, self.model, self.guide, *batch) / batch[0].shape[0]
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{role} loss is {float(loss.detach())} at iteration {self.iteration}; "
