@@ -207,3 +207,25 @@ def test_recorder_misuse_is_refused():
     other = MCMC(NUTS(model64), 5, 5, hook_fn=recorder, disable_progbar=True)
     with pytest.raises(ValueError, match="not built on"):
         other.run(Y64)
+
+
+def test_only_hamiltonian_draws_export_an_energy():
+    """MALA's per-draw potential is no Hamiltonian: exported as energy, az.bfmi would read it
+    as one. MALA exports lp only; HMC keeps energy, and its BFMI."""
+    potential = lambda z: 0.5 * (z**2).sum(-1)  # noqa: E731
+    runs = {
+        kernel: sample(
+            potential,
+            torch.randn(4, 2, dtype=torch.float64),
+            kernel=kernel,
+            num_warmup=50,
+            num_samples=40,
+            progress=False,
+        )
+        for kernel in ("mala", "hmc")
+    }
+    mala, hmc = (to_arviz(runs[k]).sample_stats for k in ("mala", "hmc"))
+    assert "energy" not in mala and "n_steps" not in mala
+    assert mala["lp"].shape == (4, 40)
+    assert hmc["energy"].shape == (4, 40)
+    assert np.isfinite(az.bfmi(to_arviz(runs["hmc"]))).all()

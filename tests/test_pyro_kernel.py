@@ -6,6 +6,7 @@ import torch
 from pyro.infer import MCMC
 from test_sample import conjugate, conjugate_posterior, mcse
 
+from pyrogen.inference.mcmc import sample
 from pyrogen.inference.mcmc.pyro_kernel import PyroKernel
 
 
@@ -31,7 +32,10 @@ def test_pyro_mcmc_drives_the_kernel_to_the_conjugate_posterior(kernel):
     diag = mcmc.diagnostics()
     assert 0.3 < diag["acceptance rate"]["chain 0"] <= 1
     stats = diag["pyrogen_stats"]["chain 0"]
-    assert stats["energy"].shape == (draws.shape[1],)
+    if kernel == "hmc":
+        assert stats["energy"].shape == (draws.shape[1],)
+    else:  # MALA has no Hamiltonian to export (az.bfmi would read the potential as one)
+        assert "energy" not in stats and stats["lp"].shape == (draws.shape[1],)
     if kernel == "hmc":  # the step size is jittered per transition, as in sample()
         assert stats["step_size"].std() > 0
 
@@ -59,3 +63,31 @@ def test_bad_kernel_arguments_are_refused():
         PyroKernel(conjugate, num_steps=0)
     with pytest.raises(ValueError, match=r"step_size_jitter must be in \[0, 1\)"):
         PyroKernel(conjugate, step_size_jitter=1.0)
+
+
+def test_pyro_mcmc_and_sample_share_one_warm_up():
+    """One chain, ten jittered leapfrog steps, the global RNG from the same seed: the adapter
+    under pyro.infer.MCMC and sample() run the same window adaptation, so they adapt the same
+    step size and mass matrix and give the same draws."""
+    g = torch.Generator().manual_seed(1)
+    y = 3 + 2 * torch.randn(15, generator=g, dtype=torch.float64)
+    counts = torch.poisson(torch.full((12,), 4.0, dtype=torch.float64), generator=g)
+    pyro.set_rng_seed(5)
+    kernel = PyroKernel(conjugate, num_steps=10)
+    mcmc = MCMC(kernel, num_samples=50, warmup_steps=150, disable_progbar=True)
+    mcmc.run(y, counts)
+    pyro.set_rng_seed(5)
+    result = sample(
+        model=conjugate,
+        model_args=(y, counts),
+        num_chains=1,
+        num_warmup=150,
+        num_samples=50,
+        num_steps=10,
+        progress=False,
+    )
+    assert result.step_size is not None and result.inverse_mass is not None
+    assert torch.equal(kernel.step_size, result.step_size)
+    assert torch.equal(kernel.inverse_mass, result.inverse_mass)
+    for name, draws in mcmc.get_samples().items():
+        assert torch.allclose(draws, result.samples[name][0], rtol=1e-12, atol=0), name

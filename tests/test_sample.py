@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrogen.inference.mcmc import sample
+from pyrogen.inference.mcmc import ONE_CHAIN_NUM_STEPS, sample
 from pyrogen.warnings import PyrogenWarning
 
 K = 5  # tolerance in Monte Carlo standard errors; a handful of checks per test
@@ -168,17 +168,18 @@ def test_chains_with_a_non_finite_potential_diverge_and_the_rest_sample():
         return u
 
     start = torch.randn(8, 2, dtype=torch.float64)
-    result = sample(
-        potential,
-        start,
-        num_warmup=200,
-        num_samples=300,
-        step_size=0.5,
-        num_steps=4,
-        adapt_step_size=False,
-        adapt_mass_matrix=False,
-        progress=False,
-    )
+    with pytest.warns(PyrogenWarning, match="600 of 2400 transitions after warm-up diverged"):
+        result = sample(
+            potential,
+            start,
+            num_warmup=200,
+            num_samples=300,
+            step_size=0.5,
+            num_steps=4,
+            adapt_step_size=False,
+            adapt_mass_matrix=False,
+            progress=False,
+        )
     z = result.samples["z"]
     assert torch.equal(z[:2], start[:2, None].expand(2, 300, 2))
     assert result.stats["diverging"][:2].all() and result.warmup_divergences[:2].eq(200).all()
@@ -239,3 +240,89 @@ def test_missing_targets_are_refused(gaussian):
         sample(model=conjugate, model_args=(torch.ones(2), torch.ones(2)), progress=False)
     with pytest.raises(ValueError, match="not both"):
         sample(gaussian.potential, model=conjugate, progress=False)
+
+
+def test_one_chain_runs_a_fixed_number_of_steps_with_a_warning(gaussian):
+    """ChEES's criterion is the spread between chains, zero for one chain: the length used to
+    stay where the seed-dependent step-size search left it. Now it is ONE_CHAIN_NUM_STEPS
+    leapfrog steps whatever the seed, and the user is told."""
+    for seed in (0, 1):
+        with pytest.warns(PyrogenWarning, match="ChEES needs two chains or more"):
+            result = sample(
+                gaussian.potential,
+                gaussian.draw(1),
+                num_warmup=60,
+                num_samples=20,
+                generator=torch.Generator().manual_seed(seed),
+                progress=False,
+            )
+        assert (result.stats["num_steps"] == ONE_CHAIN_NUM_STEPS).all()
+        assert result.trajectory_length is None
+        assert result.stats["step_size"].std() > 0  # the step size is jittered instead
+    two = sample(gaussian.potential, gaussian.draw(2), num_warmup=60, num_samples=5, progress=False)
+    assert two.trajectory_length is not None  # two chains: ChEES, no warning
+
+
+# Non-centred eight schools (Rubin's data).
+EIGHT_Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=torch.float64)
+EIGHT_SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=torch.float64)
+
+
+def eight_schools(y, sigma):
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    mu = pyro.sample("mu", dist.Normal(zero, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(zero + 5.0))
+    with pyro.plate("school", len(y)):
+        theta_tilde = pyro.sample("theta_tilde", dist.Normal(zero, 1.0))
+        theta = pyro.deterministic("theta", mu + tau * theta_tilde)
+        pyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+def test_eight_schools_at_the_default_target_has_no_divergent_draws():
+    """At 0.651 this run has divergent draws (about 0.4 % at 64 chains); the default target
+    acceptance is chosen so that it has none. Without the fix the warning below is raised,
+    which the suite turns into an error."""
+    result = sample(
+        model=eight_schools,
+        model_args=(EIGHT_Y, EIGHT_SIGMA),
+        num_chains=64,
+        num_warmup=300,
+        num_samples=200,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    assert result.stats["diverging"].sum() == 0
+
+
+def test_divergent_draws_are_reported():
+    """A step of 3 on N(0, 1) is past leapfrog's stability limit of 2: the energy error
+    grows without bound and every transition diverges; the warning counts them."""
+    with pytest.warns(PyrogenWarning, match="80 of 80 transitions after warm-up diverged"):
+        result = sample(
+            lambda z: 0.5 * (z**2).sum(-1),
+            torch.randn(4, 2, dtype=torch.float64),
+            num_warmup=10,
+            num_samples=20,
+            step_size=3.0,
+            num_steps=50,
+            step_size_jitter=0.0,
+            adapt_step_size=False,
+            progress=False,
+        )
+    assert result.stats["diverging"].all()
+
+
+def test_deterministic_sites_are_returned_with_the_draws():
+    result = sample(
+        model=eight_schools,
+        model_args=(EIGHT_Y, EIGHT_SIGMA),
+        num_chains=4,
+        num_warmup=50,
+        num_samples=30,
+        progress=False,
+    )
+    s = result.samples
+    assert s["theta"].shape == (4, 30, 8)
+    assert torch.equal(s["theta"], s["mu"][..., None] + s["tau"][..., None] * s["theta_tilde"])
+    posterior = result.to_arviz().posterior
+    assert np.array_equal(posterior["theta"].values, s["theta"].numpy())

@@ -57,7 +57,6 @@ from torch import Tensor, nn
 
 from pyrogen.inference.mcmc import gibbs, langevin
 from pyrogen.inference.objective import Objective, empty_guide
-from pyrogen.models.rbm import BernoulliRBM
 
 __all__ = ["ContrastiveDivergence", "empty_guide"]
 
@@ -74,6 +73,13 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _has_block_conditionals(energy: nn.Module) -> bool:
+    """An energy sampled by block Gibbs: a free energy and the two block conditionals
+    (:class:`~pyrogen.inference.mcmc.gibbs.BlockConditionals`; a BernoulliRBM has them)."""
+    names = ("free_energy", "check_visible", "sample_hidden", "sample_visible")
+    return all(callable(getattr(energy, name, None)) for name in names)
 
 
 def _uniform_in_range(num: int, data: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -159,7 +165,7 @@ class ContrastiveDivergence(Objective):
     ) -> None:
         super().__init__(num_particles=1, max_plate_nesting=1)
         self.energy = self.add_player("energy", energy, role="model", name=name)
-        self.is_rbm = isinstance(energy, BernoulliRBM)
+        self.block_gibbs = _has_block_conditionals(energy)
         self.k = _check_int("k", k)
         if num_chains is not None:
             _check_int("num_chains", num_chains)
@@ -180,7 +186,7 @@ class ContrastiveDivergence(Objective):
             raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
         if reinit_prob > 0 and buffer_size is None:
             raise ValueError("reinit_prob applies to a replay buffer: give buffer_size too")
-        if self.is_rbm:
+        if self.block_gibbs:
             if sampler not in (None, "gibbs"):
                 raise ValueError(f"an RBM is sampled by block Gibbs, not {sampler!r}")
             if step_size is not None:
@@ -235,8 +241,8 @@ class ContrastiveDivergence(Objective):
     # The energy, the data check, the sampler.
     def energy_of(self, x: Tensor) -> Tensor:
         """Energies ``(N,)`` of rows ``x`` (the free energy for an RBM)."""
-        if isinstance(self.energy, BernoulliRBM):
-            return self.energy.free_energy(x)
+        if self.block_gibbs:
+            return self.energy.free_energy(x)  # type: ignore[operator]
         out = self.energy(x)
         if not isinstance(out, Tensor) or out.shape != x.shape[:1]:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -251,20 +257,20 @@ class ContrastiveDivergence(Objective):
             raise ValueError("data must be a floating-point tensor of rows (N, D)")
         if data.dim() != 2 or data.shape[0] == 0:
             raise ValueError(f"data must be rows (N, D) with N >= 1, got shape {tuple(data.shape)}")
-        if self.is_rbm:
-            rbm = self.energy
-            assert isinstance(rbm, BernoulliRBM)
-            if data.shape[1] != rbm.num_visible:
+        if self.block_gibbs:
+            num_visible = getattr(self.energy, "num_visible", data.shape[1])
+            if data.shape[1] != num_visible:
                 raise ValueError(
-                    f"the RBM has {rbm.num_visible} visible units, the data rows have "
-                    f"{data.shape[1]}"
+                    f"the model has {num_visible} visible units, the data rows have {data.shape[1]}"
                 )
-            if not bool(((data == 0) | (data == 1)).all()):
+            try:
+                return self.energy.check_visible(data)  # type: ignore[operator]
+            except ValueError as exc:
                 raise ValueError(
-                    "a Bernoulli RBM needs binary data (0 or 1); binarize it first "
+                    f"the data do not fit the block-Gibbs model ({exc}): a Bernoulli RBM needs "
+                    "binary data (0 or 1); binarize it first "
                     "(pyrogen.data.binarize_bernoulli_fixed or binarize_static)"
-                )
-            return data.to(rbm.weight.dtype)
+                ) from exc
         if not bool(torch.isfinite(data).all()):
             raise ValueError("data contain NaN or infinite values")
         if self.chains is not None and data.shape[1] != self.chains.shape[1]:
@@ -282,7 +288,7 @@ class ContrastiveDivergence(Objective):
                     f"init_fn must return ({num}, {data.shape[1]}) states, got {tuple(out.shape)}"
                 )
             return out.to(data)
-        if self.is_rbm:
+        if self.block_gibbs:
             return _bernoulli_marginals(num, data, self.generator)
         return _uniform_in_range(num, data, self.generator)
 
@@ -295,12 +301,12 @@ class ContrastiveDivergence(Objective):
 
     def _run(self, start: Tensor) -> Tensor:
         """``k`` transitions from ``start`` (``(num_chains, D)``), every chain at once."""
-        if isinstance(self.energy, BernoulliRBM):
-            rbm = self.energy
-            # step() draws h from v: the hidden layer of the starting state is never read.
-            state = gibbs.RBMGibbsState(start, start.new_zeros(start.shape[0], rbm.num_hidden))
+        if self.block_gibbs:
+            model: Any = self.energy
+            # step() draws h from v: the hidden block of the starting state is never read.
+            state = gibbs.GibbsState(start, start.new_empty(0))
             for _ in range(self.k):
-                state, _ = gibbs.step(state, rbm, self.generator)
+                state, _ = gibbs.step(state, model, self.generator)
             return state.visible
         kernel = langevin.ula_step if self.sampler == "ula" else langevin.mala_step
         assert self.step_size is not None

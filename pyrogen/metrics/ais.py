@@ -42,14 +42,15 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pyrogen.models.rbm import BernoulliRBM
+if TYPE_CHECKING:  # annotations only: the metrics layer does not import the models
+    from pyrogen.models.rbm import BernoulliRBM
 
 __all__ = [
     "AISResult",

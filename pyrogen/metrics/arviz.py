@@ -2,9 +2,11 @@ r"""ArviZ export for pyrogen's batched draws and for ``pyro.infer.MCMC``.
 
 Both go through ``az.from_dict`` (ArviZ 0.2x takes groups as keywords, ArviZ 1.x a dict of
 groups and returns a DataTree; :func:`to_arviz` calls whichever is installed), with a
-``posterior`` group shaped ``(chain, draw, ...)`` and a ``sample_stats`` group named as ArviZ
-expects: ``acceptance_rate``, ``diverging``, ``energy``, ``lp``, ``step_size``, ``n_steps``
-(and ``tree_depth`` for NUTS). ``az.summary``, ``az.rhat``, ``az.ess``, ``az.bfmi`` and
+``posterior`` group shaped ``(chain, draw, ...)`` (latent and ``pyro.deterministic`` sites) and
+a ``sample_stats`` group named as ArviZ expects: ``acceptance_rate``, ``diverging``,
+``energy``, ``lp``, ``step_size``, ``n_steps`` (and ``tree_depth`` for NUTS). ``energy`` is
+exported only for Hamiltonian kernels, where it is the Hamiltonian ``az.bfmi`` reads; MALA and
+ULA have none. ``az.summary``, ``az.rhat``, ``az.ess``, ``az.bfmi`` and
 ``az.plot_trace`` then work.
 
 Pyro's own HMC and NUTS kernels keep only the divergent iterations and a running mean of the
@@ -31,6 +33,8 @@ from typing import Any
 import numpy as np
 import pyro.infer
 import torch
+
+from pyrogen.inference.mcmc.result import MCMCResult
 
 __all__ = ["PyroStatsRecorder", "to_arviz"]
 
@@ -294,11 +298,9 @@ def to_arviz(source: Any, **kwargs: Any) -> Any:
             a :class:`~pyrogen.inference.mcmc.PyroKernel` or a :class:`PyroStatsRecorder`).
         **kwargs: passed to ``az.from_dict`` (``coords``, ``dims``, ...).
     """
-    from pyrogen.inference.mcmc.sample import MCMCResult
-
     if isinstance(source, MCMCResult):
         posterior = {k: _numpy(v) for k, v in source.samples.items()}
-        stats = {_STAT_NAMES.get(k, k): _numpy(v) for k, v in source.stats.items()}
+        stats = {k: _numpy(v) for k, v in source.stats.items()}
     elif isinstance(source, pyro.infer.MCMC):
         if getattr(source, "_samples", None) is None:
             raise ValueError("this pyro.infer.MCMC has not been run")
@@ -309,4 +311,7 @@ def to_arviz(source: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"to_arviz takes an MCMCResult or a pyro.infer.MCMC, got {type(source).__name__}"
         )
-    return _from_dict({"posterior": posterior, "sample_stats": stats}, **kwargs)
+    groups = {"posterior": posterior}
+    if stats:  # a Gibbs run has none
+        groups["sample_stats"] = {_STAT_NAMES.get(k, k): v for k, v in stats.items()}
+    return _from_dict(groups, **kwargs)

@@ -74,6 +74,30 @@ class BernoulliRBM(nn.Module):
         """Logits of :math:`p(v_i = 1 \\mid h)`."""
         return h @ self.weight.T + self.visible_bias
 
+    def check_visible(self, visible: Tensor) -> Tensor:
+        """Chain states ``(num_chains, V)`` with values in {0, 1}, in the weights' dtype."""
+        if visible.dim() != 2 or visible.shape[1] != self.num_visible:
+            raise ValueError(
+                f"visible must be (num_chains, {self.num_visible}), got {tuple(visible.shape)}"
+            )
+        if not ((visible == 0) | (visible == 1)).all():
+            raise ValueError("visible states must be 0 or 1")
+        return visible.to(self.weight.dtype)
+
+    def sample_hidden(
+        self, visible: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""A draw of :math:`h \sim p(h \mid v)` per row and :math:`p(h_j = 1 \mid v)`."""
+        probs = torch.sigmoid(self.hidden_logits(visible))
+        return _bernoulli(probs, generator), probs
+
+    def sample_visible(
+        self, hidden: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""A draw of :math:`v \sim p(v \mid h)` per row and :math:`p(v_i = 1 \mid h)`."""
+        probs = torch.sigmoid(self.visible_logits(hidden))
+        return _bernoulli(probs, generator), probs
+
     def model(self, data: Tensor) -> None:
         """Unnormalized Pyro program: ``pyro.factor("energy", -F(v))`` per row of ``data``."""
         with pyro.plate("data", data.shape[0]):
@@ -102,6 +126,11 @@ class BernoulliRBM(nn.Module):
                 terms = -self.free_energy(states)
             total = torch.logaddexp(total, torch.logsumexp(terms, 0))
         return total
+
+
+def _bernoulli(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    u = torch.rand(probs.shape, generator=generator, device=probs.device)
+    return (u < probs).to(probs.dtype)
 
 
 def _binary_states(n: int, chunk_size: int, like: Tensor) -> Iterator[Tensor]:

@@ -1,23 +1,31 @@
 """Batched MCMC: kernels over explicit state with a leading chain dimension.
 
-``hmc``, ``langevin`` (ULA, MALA) and ``gibbs`` (Bernoulli RBM) are modules of functions
-(``init``, ``step``) in the BlackJAX style; :func:`sample` runs them with warm-up adaptation;
-:class:`ModelPotential` turns a Pyro model into a batched potential; :class:`PyroKernel` lets
-``pyro.infer.MCMC`` drive them.
+``hmc``, ``langevin`` (ULA, MALA) and ``gibbs`` (any model with block conditionals) are
+modules of functions (``init``, ``step``, ``build``) in the BlackJAX style, registered by name
+in :data:`KERNELS`; :func:`sample` runs any of them with the window adaptation of
+``warmup``; :class:`ModelPotential` turns a Pyro model into a batched potential;
+:class:`PyroKernel` lets ``pyro.infer.MCMC`` drive them.
 """
 
 from pyrogen.inference.mcmc import gibbs, hmc, langevin
+from pyrogen.inference.mcmc.gibbs import BlockConditionals
 from pyrogen.inference.mcmc.hmc import HMCInfo
+from pyrogen.inference.mcmc.kernels import KERNELS, Kernel, register_kernel
 from pyrogen.inference.mcmc.langevin import LangevinInfo
 from pyrogen.inference.mcmc.potential import ModelPotential
 from pyrogen.inference.mcmc.pyro_kernel import PyroKernel
-from pyrogen.inference.mcmc.sample import KERNELS, MCMCResult, find_step_size, sample
+from pyrogen.inference.mcmc.result import MCMCResult
+from pyrogen.inference.mcmc.sample import ONE_CHAIN_NUM_STEPS, sample
 from pyrogen.inference.mcmc.state import GradientState, potential_and_grad
+from pyrogen.inference.mcmc.warmup import find_step_size
 
 __all__ = [
     "KERNELS",
+    "ONE_CHAIN_NUM_STEPS",
+    "BlockConditionals",
     "GradientState",
     "HMCInfo",
+    "Kernel",
     "LangevinInfo",
     "MCMCResult",
     "ModelPotential",
@@ -27,5 +35,6 @@ __all__ = [
     "hmc",
     "langevin",
     "potential_and_grad",
+    "register_kernel",
     "sample",
 ]

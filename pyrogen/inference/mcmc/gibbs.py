@@ -1,8 +1,10 @@
-r"""Block Gibbs sampling for a Bernoulli RBM, every chain at once.
+r"""Block Gibbs sampling for any model with two conditionally independent blocks.
 
-Given the visible layer the hidden units are independent, and conversely, so one sweep draws
-:math:`h \sim p(h \mid v)` then :math:`v \sim p(v \mid h)` for all chains in two matrix
-products. The chain dimension is the leading dimension of ``visible``.
+When the units of each block are independent given the other block, as in a restricted
+Boltzmann machine, one sweep draws :math:`h \sim p(h \mid v)` then :math:`v \sim p(v \mid h)`
+for all chains at once. The kernel asks the model only for those two conditionals
+(:class:`BlockConditionals`); :class:`~pyrogen.models.BernoulliRBM` provides them. The chain
+dimension is the leading dimension of ``visible``.
 
 Example:
     >>> import torch
@@ -15,64 +17,94 @@ Example:
     torch.Size([10, 4])
 """
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
-from pyrogen.models.rbm import BernoulliRBM
+__all__ = [
+    "BlockConditionals",
+    "GibbsInfo",
+    "GibbsState",
+    "RBMGibbsInfo",
+    "RBMGibbsState",
+    "build",
+    "init",
+    "step",
+]
 
-__all__ = ["RBMGibbsInfo", "RBMGibbsState", "init", "step"]
+
+class BlockConditionals(Protocol):
+    """What block Gibbs needs of a model: a check of the starting states and one draw of each
+    block given the other, with its conditional mean (the Rao-Blackwellised statistic)."""
+
+    def check_visible(self, visible: Tensor) -> Tensor:
+        """The chains' visible states ``(num_chains, ...)``, validated and cast."""
+        ...
+
+    def sample_hidden(
+        self, visible: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """A draw of :math:`h \\sim p(h \\mid v)` per chain and :math:`E[h \\mid v]`."""
+        ...
+
+    def sample_visible(
+        self, hidden: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """A draw of :math:`v \\sim p(v \\mid h)` per chain and :math:`E[v \\mid h]`."""
+        ...
 
 
-class RBMGibbsState(NamedTuple):
-    """Visible ``(num_chains, V)`` and hidden ``(num_chains, H)`` binary states."""
+class GibbsState(NamedTuple):
+    """Visible ``(num_chains, ...)`` and hidden ``(num_chains, ...)`` states."""
 
     visible: Tensor
     hidden: Tensor
 
+    @property
+    def position(self) -> Tensor:
+        """The visible states: what :func:`~pyrogen.inference.mcmc.sample` records."""
+        return self.visible
 
-class RBMGibbsInfo(NamedTuple):
-    """Conditional probabilities of the last sweep (Rao-Blackwellised statistics for CD).
+
+class GibbsInfo(NamedTuple):
+    """Conditional means of the last sweep (Rao-Blackwellised statistics for CD).
 
     Attributes:
-        hidden_probs: :math:`p(h=1 \\mid v_{old})`.
-        visible_probs: :math:`p(v=1 \\mid h_{new})`.
+        hidden_mean: :math:`E[h \\mid v_{old}]` (for binary units, :math:`p(h=1 \\mid v)`).
+        visible_mean: :math:`E[v \\mid h_{new}]`.
     """
 
-    hidden_probs: Tensor
-    visible_probs: Tensor
+    hidden_mean: Tensor
+    visible_mean: Tensor
 
 
-def _bernoulli(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    return (torch.rand(probs.shape, generator=generator, device=probs.device) < probs).to(
-        probs.dtype
-    )
+# The names under which the RBM sampler was first written (ContrastiveDivergence uses them).
+RBMGibbsState = GibbsState
+RBMGibbsInfo = GibbsInfo
 
 
 @torch.no_grad()
 def init(
-    visible: Tensor, rbm: BernoulliRBM, generator: torch.Generator | None = None
-) -> RBMGibbsState:
-    """Chains start at ``visible`` (``(num_chains, V)``, values in {0, 1}); hidden drawn."""
-    if visible.dim() != 2 or visible.shape[1] != rbm.num_visible:
-        raise ValueError(
-            f"visible must be (num_chains, {rbm.num_visible}), got {tuple(visible.shape)}"
-        )
-    if not ((visible == 0) | (visible == 1)).all():
-        raise ValueError("visible states must be 0 or 1")
-    visible = visible.to(rbm.weight.dtype)
-    hidden = _bernoulli(torch.sigmoid(rbm.hidden_logits(visible)), generator)
-    return RBMGibbsState(visible, hidden)
+    visible: Tensor, model: BlockConditionals, generator: torch.Generator | None = None
+) -> GibbsState:
+    """Chains start at ``visible`` (checked by the model); the hidden block is drawn."""
+    visible = model.check_visible(visible)
+    hidden, _ = model.sample_hidden(visible, generator)
+    return GibbsState(visible, hidden)
 
 
 @torch.no_grad()
 def step(
-    state: RBMGibbsState, rbm: BernoulliRBM, generator: torch.Generator | None = None
-) -> tuple[RBMGibbsState, RBMGibbsInfo]:
-    """One sweep ``v -> h -> v`` for every chain."""
-    hidden_probs = torch.sigmoid(rbm.hidden_logits(state.visible))
-    hidden = _bernoulli(hidden_probs, generator)
-    visible_probs = torch.sigmoid(rbm.visible_logits(hidden))
-    visible = _bernoulli(visible_probs, generator)
-    return RBMGibbsState(visible, hidden), RBMGibbsInfo(hidden_probs, visible_probs)
+    state: GibbsState, model: BlockConditionals, generator: torch.Generator | None = None
+) -> tuple[GibbsState, GibbsInfo]:
+    """One sweep ``v -> h -> v`` for every chain (the hidden block of ``state`` is not read)."""
+    hidden, hidden_mean = model.sample_hidden(state.visible, generator)
+    visible, visible_mean = model.sample_visible(hidden, generator)
+    return GibbsState(visible, hidden), GibbsInfo(hidden_mean, visible_mean)
+
+
+def build() -> Callable[..., tuple[GibbsState, GibbsInfo]]:
+    """The registry's form: Gibbs has no settings, so the step is :func:`step` itself."""
+    return step

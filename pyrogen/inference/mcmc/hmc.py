@@ -18,6 +18,7 @@ Example:
     torch.Size([8])
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -36,7 +37,16 @@ from pyrogen.inference.mcmc.state import (
     sum_event,
 )
 
-__all__ = ["HMCInfo", "init", "jitter_step_size", "kinetic_energy", "leapfrog", "step"]
+__all__ = [
+    "HMCInfo",
+    "build",
+    "draw_stats",
+    "init",
+    "jitter_step_size",
+    "kinetic_energy",
+    "leapfrog",
+    "step",
+]
 
 
 class HMCInfo(NamedTuple):
@@ -148,6 +158,47 @@ def step(
         proposal_momentum=p,
     )
     return new_state, info
+
+
+def build(
+    step_size: Tensor | float,
+    num_steps: int,
+    inverse_mass: Tensor | float = 1.0,
+    step_size_jitter: float = 0.0,
+    divergence_threshold: float = 1000.0,
+) -> Callable[..., tuple[GradientState, HMCInfo]]:
+    """The registry's form: :func:`step` with these settings, ``(state, potential, generator)``.
+
+    With ``step_size_jitter`` each transition first draws every chain's step size
+    (:func:`jitter_step_size`).
+    """
+    check_jitter(step_size_jitter)
+
+    def hmc_step(
+        state: GradientState, potential_fn: PotentialFn, generator: torch.Generator | None = None
+    ) -> tuple[GradientState, HMCInfo]:
+        eps = step_size
+        if step_size_jitter:
+            z = state.position
+            eps = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
+            eps = jitter_step_size(eps, z.shape[0], step_size_jitter, generator)
+        return step(
+            state, potential_fn, eps, num_steps, inverse_mass, divergence_threshold, generator
+        )
+
+    return hmc_step
+
+
+def draw_stats(state: GradientState, info: HMCInfo) -> dict[str, Tensor]:
+    """Per-draw statistics under ArviZ's names (``num_steps`` becomes ``n_steps`` there)."""
+    return {
+        "acceptance_rate": info.acceptance_prob,
+        "diverging": info.is_divergent,
+        "energy": info.energy,
+        "lp": -state.potential_energy,
+        "step_size": info.step_size,
+        "num_steps": torch.full_like(info.step_size, info.num_steps),
+    }
 
 
 # Re-exported so that ``hmc.init`` reads like BlackJAX's ``hmc.init``.

@@ -21,6 +21,7 @@ Example:
     True
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -37,19 +38,19 @@ from pyrogen.inference.mcmc.state import (
     sum_event,
 )
 
-__all__ = ["LangevinInfo", "init", "mala_step", "ula_step"]
+__all__ = ["LangevinInfo", "build_mala", "build_ula", "draw_stats", "init", "mala_step", "ula_step"]
 
 
 class LangevinInfo(NamedTuple):
     """Per-chain report of a Langevin transition (ULA accepts every finite proposal).
 
-    ``energy`` is the potential at the returned point.
+    There is no Hamiltonian here: ``potential_energy`` is :math:`U` at the returned point.
     """
 
     acceptance_prob: Tensor
     is_accepted: Tensor
     is_divergent: Tensor
-    energy: Tensor
+    potential_energy: Tensor
     step_size: Tensor
 
 
@@ -135,6 +136,43 @@ def mala_step(
     new = select(accept, proposal, state)
     info = LangevinInfo(acceptance_prob, accept, ~ok, new.potential_energy, step)
     return new, info
+
+
+def build_ula(
+    step_size: Tensor | float, inverse_mass: Tensor | float = 1.0
+) -> Callable[..., tuple[GradientState, LangevinInfo]]:
+    """The registry's form of :func:`ula_step`: ``(state, potential, generator)``."""
+
+    def ula(
+        state: GradientState, potential_fn: PotentialFn, generator: torch.Generator | None = None
+    ) -> tuple[GradientState, LangevinInfo]:
+        return ula_step(state, potential_fn, step_size, inverse_mass, generator)
+
+    return ula
+
+
+def build_mala(
+    step_size: Tensor | float, inverse_mass: Tensor | float = 1.0
+) -> Callable[..., tuple[GradientState, LangevinInfo]]:
+    """The registry's form of :func:`mala_step`: ``(state, potential, generator)``."""
+
+    def mala(
+        state: GradientState, potential_fn: PotentialFn, generator: torch.Generator | None = None
+    ) -> tuple[GradientState, LangevinInfo]:
+        return mala_step(state, potential_fn, step_size, inverse_mass, generator)
+
+    return mala
+
+
+def draw_stats(state: GradientState, info: LangevinInfo) -> dict[str, Tensor]:
+    """Per-draw statistics. No ``energy``: ArviZ reads that as a Hamiltonian (``az.bfmi``), and
+    a Langevin step has no momentum to resample; the potential is exported as ``lp = -U``."""
+    return {
+        "acceptance_rate": info.acceptance_prob,
+        "diverging": info.is_divergent,
+        "lp": -state.potential_energy,
+        "step_size": info.step_size,
+    }
 
 
 init = init

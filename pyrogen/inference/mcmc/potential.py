@@ -8,6 +8,8 @@ works unchanged. Chains are a ``pyro.plate`` left of the model's plates (the way
 vectorizes particles), so the model is traced once per evaluation for all chains and must
 broadcast over a leading batch dimension, e.g. ``(x * beta).sum(-1)`` rather than ``x @ beta``.
 With one chain no plate is added and the model runs exactly as Pyro's HMC runs it.
+``pyro.deterministic`` sites are not part of the potential; :meth:`ModelPotential.draws`
+computes them beside the latent values.
 
 Example:
     >>> import pyro, pyro.distributions as dist, torch
@@ -20,6 +22,7 @@ Example:
     torch.Size([4])
 """
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +49,7 @@ class ModelPotential:
         names: latent site names, in the order of the flat vector.
         dim: length of the flat unconstrained vector.
         transforms: ``name -> T`` mapping unconstrained to constrained values.
+        deterministic_shapes: ``name -> shape`` of the ``pyro.deterministic`` sites.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class ModelPotential:
         self.shapes: dict[str, torch.Size] = {}
         self.unconstrained_shapes: dict[str, torch.Size] = {}
         self.transforms: dict[str, Transform] = {}
+        self.deterministic_shapes: dict[str, torch.Size] = {}
         batch_dims: dict[str, int] = {}
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
@@ -73,7 +78,12 @@ class ModelPotential:
             for frame in site["cond_indep_stack"]:
                 if frame.vectorized and frame.dim is not None:
                     nesting = max(nesting, -frame.dim)
-            if site["is_observed"] or (site["infer"] or {}).get("_do_not_trace"):
+            infer = site["infer"] or {}
+            if infer.get("_deterministic"):
+                deterministic: Any = site["value"]
+                self.deterministic_shapes[name] = deterministic.shape
+                continue
+            if site["is_observed"] or infer.get("_do_not_trace"):
                 continue
             fn: Any = site["fn"]
             if fn.support.is_discrete:
@@ -125,6 +135,48 @@ class ModelPotential:
         parts = [self.transforms[n].inv(values[n]) for n in self.names]
         return torch.cat([p.reshape(p.shape[0], -1) for p in parts], 1)
 
+    def draws(self, positions: Tensor) -> dict[str, Tensor]:
+        """Constrained latent and deterministic site values ``(num_chains, num_draws, *shape)``
+        from flat positions ``(num_chains, num_draws, dim)``.
+
+        Deterministic sites need the model run at each draw; it runs on one draw of every
+        chain at a time, the batch the sampler itself ran, so memory stays as in sampling.
+        """
+        num_chains, num_draws = positions.shape[:2]
+        flat = positions.reshape(num_chains * num_draws, self.dim)
+        out = {
+            k: v.reshape((num_chains, num_draws) + v.shape[1:])
+            for k, v in self.constrain(flat).items()
+        }
+        if self.deterministic_shapes:
+            per_draw = [self.deterministic(positions[:, i]) for i in range(num_draws)]
+            for name in self.deterministic_shapes:
+                out[name] = torch.stack([d[name] for d in per_draw], 1)
+        return out
+
+    @torch.no_grad()
+    def deterministic(self, flat: Tensor) -> dict[str, Tensor]:
+        """The ``pyro.deterministic`` sites at flat positions, ``(num_chains, *shape)`` each."""
+        num_chains = flat.shape[0]
+        values, _ = self._values(flat)
+        conditioned = poutine.condition(self.model, data=values)
+        with pyro.validation_enabled(False), self._chain_plate(num_chains):
+            trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
+        out = {}
+        for name, shape in self.deterministic_shapes.items():
+            value: Any = trace.nodes[name]["value"]
+            size = shape.numel()
+            if value.numel() == num_chains * size:
+                out[name] = value.reshape((num_chains,) + shape)
+            elif value.numel() == size:  # does not depend on the latent values
+                out[name] = value.reshape(shape).expand((num_chains,) + shape)
+            else:
+                raise ValueError(
+                    f"deterministic site {name!r} has shape {tuple(value.shape)} under "
+                    f"{num_chains} chains; expected {(num_chains,) + tuple(shape)}"
+                )
+        return out
+
     def initial_position(
         self, num_chains: int, radius: float = 2.0, generator: torch.Generator | None = None
     ) -> Tensor:
@@ -136,6 +188,19 @@ class ModelPotential:
 
     def __call__(self, flat: Tensor) -> Tensor:
         """:math:`U` per chain, ``(num_chains,)``."""
+        values, log_det = self._values(flat)
+        # The prior run in __init__ validated the data; values here are inside the supports
+        # by construction, so per-evaluation checks would only cost time.
+        with pyro.validation_enabled(False):
+            return self._potential(values, log_det, flat.shape[0])
+
+    def _chain_plate(self, num_chains: int) -> contextlib.AbstractContextManager[Any]:
+        if num_chains == 1:
+            return contextlib.nullcontext()
+        return pyro.plate("_pyrogen_chains", num_chains, dim=-(self.max_plate_nesting + 1))
+
+    def _values(self, flat: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Constrained values shaped for the model under the chain plate, and log |det J|."""
         num_chains = flat.shape[0]
         values, log_det = {}, flat.new_zeros(num_chains)
         for name, u in self.unflatten(flat).items():
@@ -146,17 +211,14 @@ class ModelPotential:
                 values[name] = x.reshape(self.shapes[name])
             else:
                 values[name] = x.reshape((num_chains,) + (1,) * self._pad[name] + self.shapes[name])
-        # The prior run in __init__ validated the data; values here are inside the supports
-        # by construction, so per-evaluation checks would only cost time.
-        with pyro.validation_enabled(False):
-            return self._potential(values, log_det, num_chains)
+        return values, log_det
 
     def _potential(self, values: dict[str, Tensor], log_det: Tensor, num_chains: int) -> Tensor:
         conditioned = poutine.condition(self.model, data=values)
         if num_chains == 1:
             trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
             return -(trace.log_prob_sum() + log_det)
-        with pyro.plate("_pyrogen_chains", num_chains, dim=-(self.max_plate_nesting + 1)):
+        with self._chain_plate(num_chains):
             trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
         trace.compute_log_prob()
         log_joint = log_det

@@ -4,9 +4,10 @@ r"""A thin adapter so ``pyro.infer.MCMC`` can drive pyrogen's kernels, one chain
 ``sample``, ``transforms``, ``diagnostics``) on top of the functional kernels: the state is
 the same :class:`GradientState` with a chain dimension of one, the potential is
 :class:`ModelPotential` (which, with one chain, runs the model exactly as Pyro's HMC does),
-and warm-up adapts the step size by dual averaging and a diagonal mass matrix in Stan's
-windows. Per-draw statistics travel back through Pyro's ``diagnostics`` (also from worker
-processes), so :func:`pyrogen.metrics.to_arviz` can export them.
+the kernel comes from the registry, and warm-up is the window adaptation :func:`sample` runs
+(:mod:`~pyrogen.inference.mcmc.warmup`: dual averaging, Stan's mass-matrix windows) with a
+fixed number of leapfrog steps. Per-draw statistics travel back through Pyro's
+``diagnostics`` (also from worker processes), so :func:`pyrogen.metrics.to_arviz` can export them.
 
 Example:
     >>> import pyro, pyro.distributions as dist, torch
@@ -31,19 +32,16 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from torch import Tensor
 from torch.distributions import Transform
 
-from pyrogen.inference.mcmc import hmc, langevin
-from pyrogen.inference.mcmc.adaptation import (
-    DualAveragingState,
-    WelfordState,
-    dual_averaging_init,
-    dual_averaging_update,
-    mass_window_step,
-    warmup_windows,
-    welford_init,
-)
+from pyrogen.inference.mcmc.kernels import get_kernel
 from pyrogen.inference.mcmc.potential import ModelPotential
-from pyrogen.inference.mcmc.sample import _TARGET, find_step_size
-from pyrogen.inference.mcmc.state import GradientState, check_jitter, check_positive_int, init
+from pyrogen.inference.mcmc.state import check_jitter, check_positive_int, init
+from pyrogen.inference.mcmc.warmup import (
+    WarmupState,
+    find_step_size,
+    warmup_init,
+    warmup_update,
+    window_adaptation,
+)
 
 __all__ = ["PyroKernel"]
 
@@ -60,7 +58,8 @@ class PyroKernel(MCMCKernel):
             (:func:`hmc.jitter_step_size`), as in :func:`sample`.
         adapt_step_size: dual averaging during warm-up.
         adapt_mass_matrix: diagonal mass matrix during warm-up.
-        target_accept: acceptance rate to aim for (HMC 0.651, MALA 0.574).
+        target_accept: acceptance rate to aim for (default: the kernel's, as in
+            :func:`sample`).
         max_plate_nesting: plates the model nests (guessed when omitted).
         init_radius: initial values uniform in ``(-init_radius, init_radius)``, unconstrained.
         divergence_threshold: energy error counted as a divergence.
@@ -83,18 +82,21 @@ class PyroKernel(MCMCKernel):
         if kernel not in ("hmc", "mala"):
             raise ValueError(f"PyroKernel runs 'hmc' or 'mala', got {kernel!r}")
         check_positive_int("num_steps", num_steps)
+        check_jitter(step_size_jitter)
         self.model = model
         self.kernel = kernel
+        self.spec = get_kernel(kernel)
         self.initial_step_size = step_size
-        self.num_steps = num_steps
-        check_jitter(step_size_jitter)
-        self.step_size_jitter = step_size_jitter
+        self.settings: dict[str, Any] = {
+            "num_steps": num_steps,
+            "step_size_jitter": step_size_jitter,
+            "divergence_threshold": divergence_threshold,
+        }
         self.adapt_step_size = adapt_step_size
         self.adapt_mass_matrix = adapt_mass_matrix
-        self.target_accept = _TARGET[kernel] if target_accept is None else target_accept
+        self.target_accept = self.spec.target_accept if target_accept is None else target_accept
         self.max_plate_nesting = max_plate_nesting
         self.init_radius = init_radius
-        self.divergence_threshold = divergence_threshold
         self.transforms: dict[str, Transform] | None = None
         self._initial: dict[str, Tensor] | None = None
 
@@ -103,24 +105,28 @@ class PyroKernel(MCMCKernel):
         # Pyro maps samples back with transforms[name].inv, so it wants constrained -> free.
         self.transforms = {n: t.inv for n, t in self.potential.transforms.items()}
         if self._initial is not None:
-            position = torch.cat([self._initial[n].reshape(1, -1) for n in self.potential.names], 1)
+            position = self._position(self._initial)
         else:
             position = self.potential.initial_position(1, self.init_radius)
         self.state = init(position, self.potential)
-        self.inverse_mass = torch.ones(self.potential.dim, dtype=position.dtype)
-        step = self.initial_step_size or find_step_size(
-            self.state, self.potential, self.kernel, self.inverse_mass
+        step = self.initial_step_size or find_step_size(self.state, self.potential, self.kernel)
+        self.config = window_adaptation(
+            warmup_steps,
+            target_accept=self.target_accept if self.adapt_step_size else None,
+            adapt_mass_matrix=self.adapt_mass_matrix,
         )
-        self.step_size = torch.tensor(float(step), dtype=position.dtype)
-        self.averaging: DualAveragingState = dual_averaging_init(self.step_size)
-        self.windows = warmup_windows(warmup_steps) if self.adapt_mass_matrix else []
-        self.welford: WelfordState = welford_init(position)
-        self.warmup_steps = warmup_steps
+        self.warmup: WarmupState = warmup_init(self.config, position, float(step))
         self.t = 0
-        self.draw_stats: dict[str, list[float]] = {
-            k: [] for k in ("acceptance_rate", "diverging", "energy", "lp", "step_size")
-        }
+        self.draw_stats: dict[str, list[float]] = {}
         self._last_accept = 0.0
+
+    @property
+    def step_size(self) -> Tensor:
+        return self.warmup.step_size
+
+    @property
+    def inverse_mass(self) -> Tensor:
+        return self.warmup.inverse_mass
 
     @property
     def initial_params(self) -> dict[str, Tensor]:
@@ -139,51 +145,20 @@ class PyroKernel(MCMCKernel):
         position = self._position(params)
         if not torch.equal(position, self.state.position):
             self.state = init(position, self.potential)
-        state: GradientState
-        info: hmc.HMCInfo | langevin.LangevinInfo
-        if self.kernel == "hmc":
-            state, info = hmc.step(
-                self.state,
-                self.potential,
-                hmc.jitter_step_size(self.step_size, 1, self.step_size_jitter),
-                self.num_steps,
-                self.inverse_mass,
-                self.divergence_threshold,
-            )
-        else:
-            state, info = langevin.mala_step(
-                self.state, self.potential, self.step_size, self.inverse_mass
-            )
-        self.state = state
+        start = self.state.position
+        settings = {**self.settings, "step_size": self.step_size, "inverse_mass": self.inverse_mass}
+        self.state, info = self.spec.build_from(settings)(self.state, self.potential, None)
         it = self.t
         self.t += 1
         self._last_accept = float(info.acceptance_prob[0])
-        if it < self.warmup_steps:
-            self._adapt(it, info.acceptance_prob)
-        else:
-            for key, value in (
-                ("acceptance_rate", info.acceptance_prob),
-                ("diverging", info.is_divergent),
-                ("energy", info.energy),
-                ("lp", -state.potential_energy),
-                ("step_size", info.step_size),
-            ):
-                self.draw_stats[key].append(float(value[0]))
-        return {n: v[0] for n, v in self.potential.unflatten(state.position).items()}
-
-    def _adapt(self, it: int, acceptance: Tensor) -> None:
-        if self.adapt_step_size:
-            self.averaging = dual_averaging_update(
-                self.averaging, acceptance.mean(), self.target_accept
+        if it < self.config.num_warmup:
+            self.warmup = warmup_update(
+                self.config, self.warmup, it, start, self.state.position, info
             )
-            self.step_size = self.averaging.log_step_size.exp()
-        self.welford, self.inverse_mass, closed = mass_window_step(
-            self.welford, self.inverse_mass, self.windows, it, self.state.position
-        )
-        if closed and self.adapt_step_size:
-            self.averaging = dual_averaging_init(self.step_size)
-        if it == self.warmup_steps - 1 and self.adapt_step_size:
-            self.step_size = self.averaging.log_step_size_avg.exp()
+        else:
+            for key, value in self.spec.draw_stats(self.state, info).items():
+                self.draw_stats.setdefault(key, []).append(float(value[0]))
+        return {n: v[0] for n, v in self.potential.unflatten(self.state.position).items()}
 
     def logging(self) -> OrderedDict:
         return OrderedDict(
@@ -194,8 +169,8 @@ class PyroKernel(MCMCKernel):
         )
 
     def diagnostics(self) -> dict[str, Any]:
-        diverging = self.draw_stats["diverging"]
-        accept = self.draw_stats["acceptance_rate"]
+        diverging = self.draw_stats.get("diverging", [])
+        accept = self.draw_stats.get("acceptance_rate", [])
         return {
             "divergences": [i for i, d in enumerate(diverging) if d],
             "acceptance rate": sum(accept) / max(len(accept), 1),
