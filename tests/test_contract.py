@@ -16,6 +16,7 @@ import torch
 
 import pyrogen.inference as inference
 from pyrogen.inference import (
+    AVB,
     CUBO,
     GAN,
     IWAE,
@@ -29,6 +30,7 @@ from pyrogen.inference import (
     SelfContrastive,
     VRMax,
     empty_guide,
+    implicit_sample,
 )
 from pyrogen.inference.gan import Adversarial
 from pyrogen.models import AmortizedGaussianGuide, BernoulliRBM, ConjugateGaussian
@@ -131,6 +133,39 @@ def _nce(learn_log_normalizer: bool) -> Case:
     return case
 
 
+class _ImplicitGuide(torch.nn.Module):
+    """z = f(x, eps) at a marked Delta: a guide with no density, for AVB."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.net = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> None:
+        pyro.module("implicit_guide", self)
+        with pyro.plate("data", x.shape[0]):
+            eps = torch.randn(x.shape[0], 2)
+            implicit_sample("z", self.net(torch.cat([x, eps], -1)), event_dim=1)
+
+
+class _PairCritic(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.net = mlp([4, 8, 1], activation=torch.nn.Tanh)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, z], -1)).squeeze(-1)
+
+
+def _avb(v: bool) -> tuple[Objective, Problem]:
+    model = ConjugateGaussian(dim=2, prior_loc=0.3)
+    guide, critic = _ImplicitGuide(), _PairCritic()
+    x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))
+    modules = {"model": model, "guide": guide, "critic": critic}
+    return AVB(critic), Problem(model, guide, x, modules, 3)  # no particles: v changes nothing
+
+
 def _on_conjugate(make: Callable[[bool], Objective]) -> Case:
     return lambda v: (make(v), conjugate())
 
@@ -166,6 +201,7 @@ CASES: dict[str, Case] = {
     ),
     "ContrastiveDivergence(k=1)": _cd(1),
     "ContrastiveDivergence(k=3)": _cd(3),
+    "AVB": _avb,
 }
 
 

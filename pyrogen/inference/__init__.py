@@ -1,5 +1,6 @@
 """Objectives for Pyro model/guide pairs; batched samplers in ``pyrogen.inference.mcmc``."""
 
+from pyrogen.inference.avb import AVB, AVBLosses, implicit_sample
 from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
 from pyrogen.inference.importance import LogWeights, log_weights
@@ -11,6 +12,8 @@ from pyrogen.inference.self_contrastive import SelfContrastive
 from pyrogen.inference.trainer import Trainer
 
 __all__ = [
+    "AVB",
+    "AVBLosses",
     "CUBO",
     "GAN",
     "IWAE",
@@ -28,6 +31,7 @@ __all__ = [
     "Trainer",
     "VRMax",
     "empty_guide",
+    "implicit_sample",
     "log_weights",
     "renyi_reduce",
     "tilted_sample",

@@ -73,9 +73,9 @@ def _data_frame_dim(name: str, site: Any, n: int) -> int:
     ]
     if not frames:
         raise ValueError(
-            f"site '{name}' is not inside a pyro.plate over the {n} data rows: NCE needs "
-            "log p~(x) per data point, so every factor and observed site must sit in the "
-            "data plate"
+            f"site '{name}' is not inside a pyro.plate over the {n} data rows: the "
+            "objective needs its log-density per data point, so every factor, observed and "
+            "latent site must sit in the data plate"
         )
     if len(frames) > 1:
         raise ValueError(
@@ -83,6 +83,28 @@ def _data_frame_dim(name: str, site: Any, n: int) -> int:
             f"({[f.name for f in frames]}): which one holds the data rows is ambiguous"
         )
     return int(frames[0].dim)
+
+
+def per_row(name: str, site: Any, value: Tensor, n: int, event_dim: int = 0) -> Tensor:
+    """A site's ``value`` with the data plate's dimension first and everything else of one
+    row flattened, ``(n, -1)``; ``event_dim`` trailing dimensions are the row's own."""
+    dim = _data_frame_dim(name, site, n) - event_dim
+    if value.dim() < -dim:
+        value = value.reshape((1,) * (-dim - value.dim()) + tuple(value.shape))
+    value = value.movedim(dim, 0)
+    return value.reshape(value.shape[0], -1).expand(n, -1)
+
+
+def site_log_prob_per_row(name: str, site: Any, n: int) -> Tensor:
+    """A sample site's log-density (masked) summed per index of the data plate, ``(n,)``."""
+    fn: Any = site["fn"]
+    lp = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
+    if not isinstance(lp, Tensor):
+        lp = torch.as_tensor(lp)
+    if site["mask"] is not None:
+        mask = torch.as_tensor(site["mask"], device=lp.device)
+        lp = torch.where(mask, lp, lp.new_zeros(()))
+    return per_row(name, site, lp, n).sum(1)
 
 
 def exact_log_density(trace: Trace, n: int) -> Tensor:
@@ -97,18 +119,7 @@ def exact_log_density(trace: Trace, n: int) -> Tensor:
                 "guide for the latent variables (the density is then a bound), or integrate "
                 "them out in the energy"
             )
-        fn: Any = site["fn"]
-        lp = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
-        if not isinstance(lp, Tensor):
-            lp = torch.as_tensor(lp)
-        if site["mask"] is not None:
-            mask = torch.as_tensor(site["mask"], device=lp.device)
-            lp = torch.where(mask, lp, lp.new_zeros(()))
-        dim = _data_frame_dim(name, site, n)
-        if lp.dim() < -dim:
-            lp = lp.reshape((1,) * (-dim - lp.dim()) + tuple(lp.shape))
-        lp = lp.movedim(dim, 0)
-        lp = lp.reshape(lp.shape[0], -1).sum(1).expand(n)
+        lp = site_log_prob_per_row(name, site, n)
         total = lp if total is None else total + lp
     if total is None:
         raise ValueError("the model has no factor or observed site: it scores nothing")
