@@ -64,6 +64,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -108,13 +109,49 @@ class AVBLosses(_Losses):
 
 
 class _Pass(NamedTuple):
-    """One run of guide and model on a batch, and a draw of the prior."""
+    """One run of guide and model on a batch (``K`` particles per row; 1 without adaptive
+    contrast), and the contrast draws."""
 
-    z: Tensor  # (n, d): the guide's latents, on the sample path
-    log_joint: Tensor  # (n,): log p(x, z) at the guide's latents
-    log_prior: Tensor  # (n,): log p(z) at the guide's latents
-    z_prior: Tensor  # (n, d): latents drawn from the model's prior
-    log_prior_of_prior: Tensor  # (n,): log p(z) at them
+    z: Tensor  # (K, n, d): the guide's latents, on the sample path
+    log_joint: Tensor  # (K, n): log p(x, z) at the guide's latents
+    log_prior: Tensor  # (K, n): log p(z) at the guide's latents
+    z_contrast: Tensor  # (K, n, d): latents from the contrast (the prior, or N(0, I))
+    log_contrast: Tensor  # (K, n): its log-density at them
+
+
+def _total(parts: list[Tensor]) -> Tensor:
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part
+    return out
+
+
+def _standard_normal(u: Tensor) -> Tensor:
+    """log N(u; 0, I) per row: the last dimension is the event."""
+    return -0.5 * (u**2).sum(-1) - 0.5 * u.shape[-1] * math.log(2 * math.pi)
+
+
+def _rows(name: str, site: Any, n: int, k: int) -> Tensor:
+    """A latent site's value as ``(K, n, d)``: particles, data rows, the row's values (the
+    rows were repeated particle-major, ``K n`` of them)."""
+    value, event = site["value"], site["fn"].event_dim
+    return per_row(name, site, value, k * n, event).reshape(k, n, -1)
+
+
+def _log_prob_rows(name: str, site: Any, n: int, k: int) -> Tensor:
+    """A site's log-density summed per particle and data row, ``(K, n)``."""
+    return site_log_prob_per_row(name, site, k * n).reshape(k, n)
+
+
+def _repeat(args: tuple[Any, ...], n: int, k: int) -> tuple[Any, ...]:
+    """Tensor arguments with the data's rows, each row repeated ``k`` times (particle-major);
+    so every guide draws ``k`` independent latents per row, whatever its noise source."""
+    return tuple(
+        a.repeat(k, *([1] * (a.dim() - 1)))
+        if isinstance(a, Tensor) and a.dim() >= 1 and a.shape[0] == n
+        else a
+        for a in args
+    )
 
 
 def _latent_sites(trace: Trace) -> list[tuple[str, Any]]:
@@ -142,6 +179,18 @@ class AVB(Objective):
     Args:
         critic: a module ``critic(x, z) -> (n,)``: data rows ``(n, ...)``, latents ``(n, d)``.
         critic_steps: critic updates per model update in the trainer.
+        adaptive_contrast: compare the standardised latents :math:`u = (z - \mu(x)) /
+            \sigma(x)` (the row's mean and standard deviation over ``contrast_particles``
+            draws of the guide, detached) with :math:`\mathcal{N}(0, I)` instead of
+            :math:`z` with the prior (the paper's section 3.3): the critic then learns
+            :math:`T_\psi(x, u) = \log \tilde q(u \mid x)`, a density much closer to its
+            contrast, and :math:`\log q(z \mid x) = T_\psi(x, u) - \sum \log \sigma(x)`.
+            The rows (every tensor argument with the data's first dimension) are repeated
+            ``contrast_particles`` times, so any guide draws that many latents per row.
+        contrast_particles: guide draws per row for adaptive contrast (the losses average
+            over them). The standardisation's finite-sample shape biases the fit: on the
+            conjugate test the posterior sd came out 1 % high at 8 draws (0.4520 against
+            0.4472) and within its standard error at 64.
 
     The data rows are the first argument after model and guide; the model and guide may
     take more.
@@ -157,8 +206,23 @@ class AVB(Objective):
         "model": (torch.optim.Adam, {"lr": 5e-5, "betas": (0.5, 0.999)}),
     }
 
-    def __init__(self, critic: nn.Module, critic_steps: int = 1) -> None:
+    def __init__(
+        self,
+        critic: nn.Module,
+        critic_steps: int = 1,
+        adaptive_contrast: bool = False,
+        contrast_particles: int = 8,
+    ) -> None:
         super().__init__(num_particles=1, max_plate_nesting=1)
+        if isinstance(contrast_particles, bool) or not isinstance(contrast_particles, int):
+            raise TypeError(f"contrast_particles must be an int, got {contrast_particles!r}")
+        if adaptive_contrast and contrast_particles < 2:
+            raise ValueError(
+                "adaptive contrast estimates each row's mean and spread from its particles: "
+                f"contrast_particles must be at least 2, got {contrast_particles}"
+            )
+        self.adaptive_contrast = bool(adaptive_contrast)
+        self.contrast_particles = contrast_particles if adaptive_contrast else 1
         self.critic = self.add_player("critic", critic, role="critic")
         if isinstance(critic_steps, bool) or not isinstance(critic_steps, int):
             raise TypeError(f"critic_steps must be an int, got {critic_steps!r}")
@@ -170,63 +234,84 @@ class AVB(Objective):
     def steps_per_iteration(self) -> dict[str, int]:
         return {"critic": self.critic_steps, "model": 1}
 
-    # One pass over guide, model and prior.
+    # One pass over guide, model and the contrast.
+    def _traces(
+        self, model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
+    ) -> tuple[Trace, Trace]:
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+        return model_trace, guide_trace
+
     def _pass(
         self, model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
     ) -> _Pass:
         if not args or not isinstance(args[0], Tensor) or args[0].dim() < 1:
             raise TypeError("AVB's first argument after model and guide must be the data rows")
-        n = args[0].shape[0]
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
+        n, k = args[0].shape[0], self.contrast_particles
+        # k > 1: several draws per row (the rows repeated), to standardise each row's latents
+        model_trace, guide_trace = self._traces(model, guide, _repeat(args, n, k), kwargs)
         latent = _latent_sites(model_trace)
         if not latent:
             raise ValueError("the model has no latent site: AVB needs one to infer")
         missing = [name for name, _ in latent if name not in guide_trace.nodes]
         if missing:
             raise ValueError(f"the guide has no site for the model's latent site(s) {missing}")
-        log_joint = sum(
-            site_log_prob_per_row(name, site, n)
+        sites = [
+            (name, site)
             for name, site in model_trace.nodes.items()
             if site["type"] == "sample" and not is_subsample(site["fn"])
-        )
-        log_prior = sum(site_log_prob_per_row(name, site, n) for name, site in latent)
-        z = torch.cat(
-            [per_row(name, s, s["value"], n, s["fn"].event_dim) for name, s in latent], -1
-        )
+        ]
+        log_joint = _total([_log_prob_rows(name, site, n, k) for name, site in sites])
+        log_prior = _total([_log_prob_rows(name, site, n, k) for name, site in latent])
+        z = torch.cat([_rows(name, site, n, k) for name, site in latent], -1)
+        if self.adaptive_contrast:
+            eps = torch.randn_like(z)
+            return _Pass(z, log_joint, log_prior, eps, _standard_normal(eps))
         # The prior's draws: the model run with its latents free (observed sites stay).
         with torch.no_grad(), poutine.block():
             prior_trace = poutine.trace(model).get_trace(*args, **kwargs)
         prior_latent = _latent_sites(prior_trace)
-        z_prior = torch.cat(
-            [per_row(name, s, s["value"], n, s["fn"].event_dim) for name, s in prior_latent], -1
-        )
+        z_prior = torch.cat([_rows(name, site, n, 1) for name, site in prior_latent], -1)
         with torch.no_grad():
-            log_prior_of_prior = sum(
-                site_log_prob_per_row(name, site, n) for name, site in prior_latent
-            )
-        assert isinstance(log_joint, Tensor) and isinstance(log_prior, Tensor)
-        assert isinstance(log_prior_of_prior, Tensor)
-        return _Pass(z, log_joint, log_prior, z_prior, log_prior_of_prior)
+            log_p = _total([_log_prob_rows(name, site, n, 1) for name, site in prior_latent])
+        return _Pass(z, log_joint, log_prior, z_prior, log_p)
 
     def _score(self, x: Tensor, z: Tensor) -> Tensor:
-        return losses.per_sample(self.critic(x, z), x.shape[0])
+        """The critic on every particle's pair, ``(K, n)``."""
+        k, n = z.shape[:2]
+        rows = x.unsqueeze(0).expand(k, *x.shape).reshape(k * n, *x.shape[1:])
+        return losses.per_sample(self.critic(rows, z.reshape(k * n, -1)), k * n).reshape(k, n)
+
+    def _standardised(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Adaptive contrast: ``(z - mu(x)) / sigma(x)`` per row, with the row's mean and
+        standard deviation over its particles (detached), and ``sum log sigma(x)``."""
+        mu = z.detach().mean(0)
+        sigma = z.detach().std(0).clamp_min(torch.finfo(z.dtype).tiny)
+        return (z - mu) / sigma, sigma.log().sum(-1)
 
     def _critic_loss(self, x: Tensor, p: _Pass) -> Tensor:
-        t_post = self._score(x, p.z.detach()) - p.log_prior.detach()
-        t_prior = self._score(x, p.z_prior) - p.log_prior_of_prior
+        if self.adaptive_contrast:
+            u, _ = self._standardised(p.z.detach())
+            t_post = self._score(x, u) - _standard_normal(u)
+        else:
+            t_post = self._score(x, p.z.detach()) - p.log_prior.detach()
+        t_contrast = self._score(x, p.z_contrast) - p.log_contrast
         self.stats.update(
             critic_posterior=float(t_post.detach().mean()),
-            critic_prior=float(t_prior.detach().mean()),
+            critic_prior=float(t_contrast.detach().mean()),
         )
-        return x.shape[0] * losses.logistic(t_post, t_prior)
+        return x.shape[0] * losses.logistic(t_post.flatten(), t_contrast.flatten())
 
     def _model_loss(self, x: Tensor, p: _Pass) -> Tensor:
         with frozen(self.critic.parameters()):
-            log_q = self._score(x, p.z)  # T_psi: the critic's stand-in for log q(z|x)
-        elbo = p.log_joint - log_q
+            if self.adaptive_contrast:  # log q(z|x) = log q~(u|x) - sum log sigma(x)
+                u, log_sigma = self._standardised(p.z)
+                log_q = self._score(x, u) - log_sigma
+            else:
+                log_q = self._score(x, p.z)  # T_psi: the critic's stand-in for log q(z|x)
+        elbo = (p.log_joint - log_q).mean(0)  # per row, over its particles
         self.stats["elbo"] = float(elbo.detach().mean())
         return -elbo.sum()
 
