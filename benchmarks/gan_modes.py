@@ -1,14 +1,15 @@
 """Mode coverage of GAN, WGAN, WGAN-GP, hinge and PacGAN2 on the PacGAN ring and grid.
 
-Every (data set, objective, seed) run is ``examples/gan_mixtures.py``'s ``train`` with the
-same networks (by default generator 2-256-256-256-2 ReLU, critic 400-400 LeakyReLU(0.2)),
-batch 256, Adam for the Adam objectives at a learning rate per data set (1e-3 on the grid,
-3e-4 on the ring, where 1e-3 collapsed GAN and hinge to one point; WGAN keeps the paper's
-RMSProp 5e-5 and clip 0.01), each learning rate decaying linearly to 0; the WGANs run
-``--wgan-iterations`` generator steps with 5 critic steps each. 2,500 samples are scored
-per run (modes captured, share within 3 sigma, reverse KL of the mode histogram). Runs go
-to ``--work`` one JSON each, so a stopped benchmark resumes where it was; ``--workers``
-processes share the jobs.
+Every (data set, objective, seed) run is :func:`train` below (the protocol of
+``examples/gan_mixtures.py``: objectives by name from ``pyrogen.inference.gan.ADVERSARIAL``,
+trained by ``pyrogen.inference.Trainer``) with the same networks (by default generator
+2-256-256-256-2 ReLU, critic 400-400 LeakyReLU(0.2)), batch 256, Adam for the Adam
+objectives at a learning rate per data set (1e-3 on the grid, 3e-4 on the ring, where 1e-3
+collapsed GAN and hinge to one point; WGAN keeps the paper's RMSProp 5e-5 and clip 0.01),
+each learning rate decaying linearly to 0; the WGANs run ``--wgan-iterations`` generator
+steps with 5 critic steps each. 2,500 samples are scored per run (modes captured, share
+within 3 sigma, reverse KL of the mode histogram). Runs go to ``--work`` one JSON each, so a
+stopped benchmark resumes where it was; ``--workers`` processes share the jobs.
 
     .venv/bin/python benchmarks/gan_modes.py            # ~110 min on 2 cores
     .venv/bin/python benchmarks/gan_modes.py --smoke-test
@@ -27,11 +28,21 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import pyro
+import torch
+from torch import Tensor, nn
+
+from pyrogen.data import ToyData, grid, ring
+from pyrogen.inference import WGAN, WGANGP, Trainer, tilted_sample
+from pyrogen.inference.gan import ADVERSARIAL, Adversarial, make_adversarial
+from pyrogen.machine import machine
+from pyrogen.metrics import mmd, mode_coverage
+from pyrogen.metrics.correlation import spearman
+from pyrogen.metrics.plots import plot_mode_samples, plot_wasserstein_mmd
+from pyrogen.models import Generator, mlp
 
 # The anchors: PacGAN (Lin et al. 2018), Table 1: modes (of 25 / 8) and % high quality.
+DATASETS = ("ring", "grid")  # the rows of the samples figure
 ANCHORS = {
     ("grid", "GAN (PacGAN Table 1)"): (17.3, 94.8),
     ("grid", "PacGAN4 (PacGAN Table 1)"): (24.8, 93.6),
@@ -40,13 +51,120 @@ ANCHORS = {
 }
 
 
+def make_data(name: str, n: int, seed: int) -> ToyData:
+    gen = torch.Generator().manual_seed(seed)
+    return ring(n, generator=gen) if name == "ring" else grid(n, generator=gen)
+
+
+def held_out_wasserstein(obj: Adversarial, data: Tensor, samples: Tensor) -> float:
+    """The critic's estimate of W1 on held-out data and fresh samples (NaN without a
+    Wasserstein critic; up to the Lipschitz constant for the clipped WGAN)."""
+    if not isinstance(obj, (WGAN, WGANGP)):
+        return float("nan")
+    with torch.no_grad():
+        return float(obj.critic(data).mean() - obj.critic(samples).mean())
+
+
+def train(
+    dataset: str,
+    objective: str,
+    seed: int,
+    iterations: int,
+    batch_size: int = 256,
+    hidden: int = 256,
+    lr: float | None = 1e-3,
+    eval_every: int = 800,
+    num_scored: int = 2500,
+    progress: bool = False,
+    critic_hidden: int = 400,
+    tilt_warmup: int = 0,
+) -> dict[str, Any]:
+    """One run: the generator 2-hidden^3-2 (ReLU, 2-d latent) and the critic
+    (2 pack)-critic_hidden^2-1 (LeakyReLU 0.2) from ``torch.manual_seed(seed)``, trained
+    for ``iterations`` generator updates by the Trainer, on 100,000 data points, each
+    learning rate (``lr`` for the Adam ones; None: the paper's) decaying linearly to 0; the
+    curve (MMD^2, high-quality share, held-out W1 estimate) every ``eval_every``
+    iterations; 2,500 samples scored at the end, and with ``tilt_warmup`` > 0 (GAN critics)
+    2,500 draws tilted by the critic (MALA in the latent space, ``tilted_sample``)."""
+    data = make_data(dataset, 100_000, seed=1000 + seed)
+    held_out = make_data(dataset, num_scored, seed=2000 + seed).samples
+    pyro.clear_param_store()
+    torch.manual_seed(seed)
+    generator = Generator(mlp([2, hidden, hidden, hidden, 2]), latent_dim=2, event_shape=(2,))
+    pack = ADVERSARIAL[objective][1].get("pack", 1) if objective in ADVERSARIAL else 1
+    critic = mlp([2 * pack, critic_hidden, critic_hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
+    obj = make_adversarial(objective, critic)
+    optimizers: dict[str, Any] = {}
+    for role, (cls, kwargs) in obj.default_optimizers.items():
+        if lr is not None and cls is torch.optim.Adam:  # WGAN keeps its RMSProp 5e-5
+            kwargs = {**kwargs, "lr": lr}
+        optimizers[role] = (cls, kwargs)
+    curve: dict[str, list[float]] = {"iteration": [], "mmd": [], "wasserstein": [], "hq": []}
+    assert data.std is not None
+    std = data.std
+
+    def evaluate(trainer: Trainer) -> None:
+        for opt in trainer.optimizers.values():  # linear decay to 0
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * (1 - trainer.iteration / iterations)
+        if trainer.iteration % eval_every and trainer.iteration != iterations:
+            return
+        samples = generator.sample(num_scored)
+        curve["iteration"].append(trainer.iteration)
+        curve["mmd"].append(mmd(samples, held_out).value)
+        curve["hq"].append(mode_coverage(samples, data.centers, std).high_quality)
+        curve["wasserstein"].append(held_out_wasserstein(obj, held_out, samples))
+
+    trainer = Trainer(obj, generator, optimizers=optimizers, callback=evaluate, progress=progress)
+    start = time.perf_counter()
+    trainer.fit(data.samples, iterations, batch_size, seed=seed)
+    seconds = time.perf_counter() - start
+    samples = generator.sample(num_scored)
+    cov = mode_coverage(samples, data.centers, std)
+    tilted: dict[str, Any] | None = None
+    if tilt_warmup > 0 and objective in ("gan", "gan-minimax"):
+        start = time.perf_counter()
+        out = tilted_sample(
+            generator.net,
+            critic,
+            num_scored,
+            generator.latent_dim,
+            num_warmup=tilt_warmup,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        tcov = mode_coverage(out.x, data.centers, std)
+        tilted = {
+            "modes": tcov.modes,
+            "high_quality": tcov.high_quality,
+            "reverse_kl": tcov.reverse_kl,
+            "mmd": mmd(out.x, held_out).value,
+            "acceptance": out.acceptance,
+            "warmup": tilt_warmup,
+            "seconds": time.perf_counter() - start,
+            "samples": out.x.tolist(),
+        }
+    return {
+        "dataset": dataset,
+        "objective": objective,
+        "seed": seed,
+        "iterations": iterations,
+        "seconds": seconds,
+        "modes": cov.modes,
+        "num_modes": int(data.centers.shape[0]),
+        "high_quality": cov.high_quality,
+        "reverse_kl": cov.reverse_kl,
+        "mmd": mmd(samples, held_out).value,
+        "curve": curve,
+        "samples": samples.tolist(),
+        "centers": data.centers.tolist(),
+        "tilted": tilted,
+    }
+
+
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
     torch.set_num_threads(1)
-    from gan_mixtures import train
-
     path = Path(spec.pop("path"))
     run = train(progress=False, **spec)
     if spec["seed"]:  # seed 0's samples are kept for the figure
@@ -181,8 +299,6 @@ def main() -> None:
         args.out = args.out or os.path.join(tmp, "out")
     args.work = args.work or "benchmarks/runs/gan_modes"
     args.out = args.out or "benchmarks/results"
-    from pyrogen.machine import machine
-
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,8 +379,6 @@ def main() -> None:
         "critic_hidden": args.critic_hidden,
         "adam_lr": lrs,
     }
-    from gan_mixtures import plot_samples, plot_wasserstein_mmd, spearman
-
     curve_rows = [
         {
             "dataset": r["dataset"],
@@ -312,7 +426,7 @@ def main() -> None:
 
     first = [r for r in runs if r["seed"] == 0 and "samples" in r]
     if first:
-        plot_samples(first, out / "gan_modes_samples.png")
+        plot_mode_samples(first, out / "gan_modes_samples.png", tuple(ADVERSARIAL), DATASETS)
     if curves:
         plot_wasserstein_mmd(curves, out / "gan_modes_wasserstein_mmd.png")
     print(text)

@@ -14,16 +14,18 @@ weights N(0, 0.01^2), visible biases the logits of the training marginals, hidde
 (A Practical Guide to Training Restricted Boltzmann Machines, Hinton, 2010, section 8).
 Minibatches of 100, SGD with momentum 0.5 for the first 5 epochs and 0.9 after, L2 weight
 decay 2e-4 on the weights only (Hinton's rbm.m of Hinton & Salakhutdinov, 2006; Hinton 2010,
-sections 9-10), learning rate 0.01 decayed linearly to zero over the run (Tieleman 2008). Training
-goes through ``pyrogen.inference.ContrastiveDivergence`` as a module (``cd(rbm.model,
-empty_guide)``) and a torch optimizer; PCD keeps 100 persistent chains. Each run is then
-scored by forward AIS (``pyrogen.metrics.ais_log_partition``: 100 runs, 14,500 transitions,
-base-rate model from the training marginals) on all 10,000 test images. AIS log Z is a
-stochastic lower bound of log Z, so the reported log-likelihood is, if anything, optimistic;
-the table gives the +-3 s.d. spread of Z as in the paper.
+sections 9-10), learning rate 0.01 decayed linearly to zero over the run (Tieleman 2008).
+The objective is ``pyrogen.inference.ContrastiveDivergence``; PCD keeps 100 persistent
+chains. Each run is then scored by forward AIS (``pyrogen.metrics.ais_log_partition``: 100
+runs, 14,500 transitions, base-rate model from the training marginals) on all 10,000 test
+images. AIS log Z is a stochastic lower bound of log Z, so the reported log-likelihood is,
+if anything, optimistic; the table gives the +-3 s.d. spread of Z as in the paper.
 
-Every epoch ends with an atomic checkpoint (model, optimizer, persistent chains, generators,
-history): rerun with ``--resume`` to continue an interrupted run exactly.
+Training runs through ``pyrogen.inference.Trainer`` (one SGD optimiser; the learning-rate
+decay and momentum switch, the reconstruction error and the free-energy gap in its epoch
+callback). Every epoch ends with its atomic checkpoint (model, optimizer, persistent chains
+and their generator as the objective's state, data order, history; the settings beside it
+in ``settings.json``): rerun with ``--resume`` to continue an interrupted run exactly.
 
 Command (the recommended full run; see benchmarks/README.md for the measured costs):
 
@@ -49,9 +51,9 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyrogen.checkpoint import load_checkpoint, save_checkpoint
 from pyrogen.data import binarize_bernoulli_fixed, load_digits, load_mnist
-from pyrogen.inference import ContrastiveDivergence, empty_guide
+from pyrogen.inference import ContrastiveDivergence, Trainer, empty_guide
+from pyrogen.machine import machine
 from pyrogen.metrics import (
     ais_log_partition,
     base_rate_bias,
@@ -61,11 +63,8 @@ from pyrogen.metrics import (
 from pyrogen.models import BernoulliRBM
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from pyrogen.machine import machine  # noqa: E402
 
 DEFAULT_DATA_DIR = HERE.parents[0].parent / "shared" / "data" / "mnist"
-KIND = "rbm_mnist"
 # Epochs per method for the full run, from the measured seconds per epoch (see
 # benchmarks/README.md): PCD-1 within the hour on one core (5.6 s/epoch); CD-1 (6.8 s) and CD-10
 # (21.6 s) get less, so the three fit in about 70 minutes.
@@ -157,94 +156,101 @@ def train(
     budget_s: float | None,
     progress: bool,
 ) -> tuple[BernoulliRBM, dict[str, Any]]:
-    """Train one method, checkpointing after every epoch; returns the model and history."""
+    """Train one method with the Trainer, checkpointing after every epoch; returns the model
+    and the per-epoch history (training seconds, reconstruction error, free-energy gap).
+
+    The trainer runs the ContrastiveDivergence objective (the persistent chains and their
+    generator are its state, in the checkpoint) with one SGD optimiser; the epoch callback
+    logs the epoch and sets the next one's learning rate and momentum. It is fitted one
+    epoch at a time so that the time budget is checked between epochs."""
     ckpt = folder / "checkpoint.pt"
-    torch.manual_seed(settings.seed)
-    rbm = BernoulliRBM(data.shape[1], settings.num_hidden, init_scale=0.01)
-    with torch.no_grad():
-        rbm.visible_bias.copy_(base_rate_bias(data, smoothing=0.01))
-    chain_rng = torch.Generator().manual_seed(settings.seed + 1)
-    order_rng = torch.Generator().manual_seed(settings.seed + 2)
-    cd = ContrastiveDivergence(
-        rbm,
-        k=settings.k,
-        persistent=settings.persistent,
-        num_chains=settings.num_chains if settings.persistent else None,
-        generator=chain_rng,
-        name=settings.method,
-    )
-    loss_fn = cd(rbm.model, empty_guide)
-    opt = torch.optim.SGD(
-        [
-            {"params": [rbm.weight], "weight_decay": settings.weight_decay},
-            {"params": [rbm.visible_bias, rbm.hidden_bias], "weight_decay": 0.0},
-        ],
-        lr=settings.lr,
-        momentum=0.5,
-    )
-    history: dict[str, list[float]] = {"seconds": [], "reconstruction": [], "gap": []}
-    start = 0
+    recorded = folder / "settings.json"
     if ckpt.exists():
         if not resume:
             raise SystemExit(
                 f"{ckpt} exists: pass --resume to continue it, or remove it to start afresh"
             )
-        state = load_checkpoint(ckpt, KIND)
-        if state["settings"] != asdict(settings):
+        saved = json.loads(recorded.read_text()) if recorded.exists() else None
+        if saved != asdict(settings):
             raise SystemExit(
-                f"{ckpt} was made with other settings:\n  {state['settings']}\nnow:\n  "
-                f"{asdict(settings)}\nremove it, or use another --work folder"
+                f"{ckpt} was made with other settings (or by an older version of this "
+                f"script):\n  {saved}\nnow:\n  {asdict(settings)}\nremove it, or use another "
+                "--work folder"
             )
-        rbm.load_state_dict(state["rbm"])
-        opt.load_state_dict(state["optimizer"])
-        cd.chains = state["chains"]
-        chain_rng.set_state(state["chain_rng"])
-        order_rng.set_state(state["order_rng"])
-        history = state["history"]
-        start = state["epoch"]
-    n, batch = data.shape[0], settings.batch_size
-    bar = tqdm(
-        range(start, settings.epochs),
-        initial=start,
-        total=settings.epochs,
-        desc=label(settings.method),
-        disable=not progress,
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(json.dumps(asdict(settings), indent=1) + "\n")
+    torch.manual_seed(settings.seed)
+    rbm = BernoulliRBM(data.shape[1], settings.num_hidden, init_scale=0.01)
+    with torch.no_grad():
+        rbm.visible_bias.copy_(base_rate_bias(data, smoothing=0.01))
+    cd = ContrastiveDivergence(
+        rbm,
+        k=settings.k,
+        persistent=settings.persistent,
+        num_chains=settings.num_chains if settings.persistent else None,
+        generator=torch.Generator().manual_seed(settings.seed + 1),
+        name=settings.method,
     )
-    for epoch in bar:
-        if budget_s is not None and sum(history["seconds"]) >= budget_s:
-            print(f"{settings.method}: time budget reached after {epoch} epochs", file=sys.stderr)
-            break
-        for group in opt.param_groups:
+
+    def sgd(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        """SGD with weight decay on the weights only; momentum 0.5 for the first epochs."""
+        weights = [p for p in params if p is rbm.weight]
+        return torch.optim.SGD(
+            [
+                {"params": weights, "weight_decay": settings.weight_decay},
+                {"params": [p for p in params if p is not rbm.weight], "weight_decay": 0.0},
+            ],
+            lr=settings.lr,
+            momentum=0.5,
+        )
+
+    per_epoch = math.ceil(data.shape[0] / settings.batch_size)  # the last batch may be smaller
+    clock = time.perf_counter()
+
+    def on_epoch(trainer: Trainer) -> None:
+        trainer.log("seconds", time.perf_counter() - clock)
+        trainer.log("reconstruction", reconstruction_error(rbm, monitor))
+        trainer.log("gap", sum(trainer.history["model"][-per_epoch:]) / per_epoch)
+        epoch = trainer.epoch  # the next epoch's schedule (epochs counted from 0)
+        for group in trainer.optimizers["model"].param_groups:
             group["lr"] = settings.lr * (1 - epoch / settings.epochs)
             group["momentum"] = 0.5 if epoch < 5 else 0.9
-        t0 = time.perf_counter()
-        gap = torch.zeros(())
-        order = torch.randperm(n, generator=order_rng)
-        for i in range(0, n, batch):
-            opt.zero_grad(set_to_none=True)
-            x = data[order[i : i + batch]]
-            loss = loss_fn(x) / x.shape[0]  # CD sums over the rows; step on the mean
-            loss.backward()
-            opt.step()
-            gap += loss.detach()
-        history["seconds"].append(time.perf_counter() - t0)
-        history["reconstruction"].append(reconstruction_error(rbm, monitor))
-        history["gap"].append(float(gap) / math.ceil(n / batch))
-        bar.set_postfix(recon=f"{history['reconstruction'][-1]:.2f}")
-        save_checkpoint(
-            ckpt,
-            KIND,
-            {
-                "settings": asdict(settings),
-                "epoch": epoch + 1,
-                "rbm": rbm.state_dict(),
-                "optimizer": opt.state_dict(),
-                "chains": cd.chains,
-                "chain_rng": chain_rng.get_state(),
-                "order_rng": order_rng.get_state(),
-                "history": history,
-            },
+
+    trainer = Trainer(
+        cd,
+        rbm.model,
+        empty_guide,
+        optimizers={"model": sgd},
+        checkpoint=ckpt,
+        epoch_callback=on_epoch,
+        progress=False,
+    )
+    bar = tqdm(total=settings.epochs, desc=label(settings.method), disable=not progress)
+    target = 0  # the first fit only builds the optimiser and resumes the checkpoint
+    while True:
+        clock = time.perf_counter()
+        trainer.fit(
+            data,
+            batch_size=settings.batch_size,
+            seed=settings.seed + 2,  # the order of the rows in each epoch
+            num_epochs=target,
+            drop_last=False,
         )
+        bar.update(trainer.epoch - bar.n)
+        if trainer.epoch:
+            bar.set_postfix(recon=f"{trainer.history['reconstruction'][-1]:.2f}")
+        if trainer.epoch >= settings.epochs:
+            break
+        if budget_s is not None and sum(trainer.history.get("seconds", [])) >= budget_s:
+            print(
+                f"{settings.method}: time budget reached after {trainer.epoch} epochs",
+                file=sys.stderr,
+            )
+            break
+        target = trainer.epoch + 1
+    bar.close()
+    history = {k: trainer.history.get(k, []) for k in ("seconds", "reconstruction", "gap")}
     return rbm, history
 
 

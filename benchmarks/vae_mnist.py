@@ -209,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                 seed=0,
             )
             t0 = time.time()
-            run(config)
+            try:
+                run(config)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted; run again with --resume to continue {name}", file=sys.stderr)
+                return 130
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
             (folder / "run.json").write_text(
                 json.dumps({"wall_seconds": time.time() - t0, "peak_rss_gib": peak}) + "\n"

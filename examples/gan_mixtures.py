@@ -3,14 +3,16 @@
 The PacGAN set-up (Lin et al. 2018): ring of 8 modes on the unit circle with sigma 0.01,
 grid of 25 with centres {-4, -2, 0, 2, 4}^2 and sigma 0.05; 2,500 samples scored by mode
 coverage (VEEGAN/PacGAN rules, ``pyrogen.metrics.mode_coverage``) and MMD against held-out
-data. Every objective trains the same networks from the same initialisation and sees the
-same data; each uses its paper's optimiser unless ``--lr`` overrides the Adam ones. The
-figures: ``samples.png`` (one panel per data set and objective) and ``wasserstein_mmd.png``
-(claim (c) of the WGAN paper: the critic's estimate of W1 falls as sample quality improves;
-here against MMD through training, with W1 estimated on held-out data). The GAN's samples
-are also drawn tilted by its critic (``pyrogen.inference.tilted_sample``: MALA in the latent
-space on |z|^2/2 - critic(G(z)), the critic's logit being an estimate of log p/q), which moves
-the mass the generator puts between modes onto them.
+data. The objectives come by name from ``pyrogen.inference.gan.ADVERSARIAL``
+(``make_adversarial``) and train through ``pyrogen.inference.Trainer``. Every objective
+trains the same networks from the same initialisation and sees the same data; each uses its
+paper's optimiser unless ``--lr`` overrides the Adam ones. The figures: ``samples.png`` (one
+panel per data set and objective) and ``wasserstein_mmd.png`` (claim (c) of the WGAN paper:
+the critic's estimate of W1 falls as sample quality improves; here against MMD through
+training, with W1 estimated on held-out data). The GAN's samples are also drawn tilted by
+its critic (``pyrogen.inference.tilted_sample``: MALA in the latent space on |z|^2/2 -
+critic(G(z)), the critic's logit being an estimate of log p/q), which moves the mass the
+generator puts between modes onto them. The figures are drawn by ``pyrogen.metrics.plots``.
 
     .venv/bin/python examples/gan_mixtures.py --out runs/gan_mixtures
 """
@@ -23,21 +25,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pyro
+import torch
+from torch import Tensor, nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+from pyrogen.data import ToyData, grid, ring
+from pyrogen.inference import WGAN, WGANGP, Trainer, tilted_sample
+from pyrogen.inference.gan import ADVERSARIAL, Adversarial, make_adversarial
+from pyrogen.metrics import mmd, mode_coverage
+from pyrogen.metrics.plots import plot_mode_samples, plot_wasserstein_mmd
+from pyrogen.models import Generator, mlp
 
-from pyrogen.data import ToyData, grid, ring  # noqa: E402
-from pyrogen.inference import GAN, WGAN, WGANGP, HingeGAN, Trainer, tilted_sample  # noqa: E402
-from pyrogen.inference.gan import Adversarial  # noqa: E402
-from pyrogen.metrics import mmd, mode_coverage  # noqa: E402
-from pyrogen.models import Generator, mlp  # noqa: E402
-
-OBJECTIVES = ("gan", "gan-minimax", "hinge", "wgan", "wgan-gp", "pacgan2")
+OBJECTIVES = tuple(ADVERSARIAL)  # gan, gan-minimax, hinge, wgan, wgan-gp, pacgan2
 DATASETS = ("ring", "grid")
 
 
@@ -46,24 +45,10 @@ def make_data(name: str, n: int, seed: int) -> ToyData:
     return ring(n, generator=gen) if name == "ring" else grid(n, generator=gen)
 
 
-def make_objective(name: str, critic_hidden: int = 200) -> tuple[Adversarial, nn.Module]:
-    """The critic (a LeakyReLU MLP) and the objective; PacGAN's critic sees 2 samples."""
-    pack = 2 if name == "pacgan2" else 1
-    # Wasserstein and hinge critics are unbounded: no output bias is needed (it cancels).
-    critic = mlp([2 * pack, critic_hidden, critic_hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
-    if name == "gan":
-        return GAN(critic), critic
-    if name == "gan-minimax":
-        return GAN(critic, generator_loss="minimax"), critic
-    if name == "pacgan2":
-        return GAN(critic, pack=2), critic
-    if name == "hinge":
-        return HingeGAN(critic), critic
-    if name == "wgan":
-        return WGAN(critic), critic
-    if name == "wgan-gp":
-        return WGANGP(critic), critic
-    raise ValueError(f"unknown objective {name!r}; choose from {OBJECTIVES}")
+def make_critic(objective: str, hidden: int = 200) -> nn.Module:
+    """A LeakyReLU MLP critic; a packing objective's (PacGAN's) sees ``pack`` samples at once."""
+    pack = ADVERSARIAL[objective][1].get("pack", 1) if objective in ADVERSARIAL else 1
+    return mlp([2 * pack, hidden, hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
 
 
 def held_out_wasserstein(obj: Adversarial, data: Tensor, samples: Tensor) -> float:
@@ -74,14 +59,6 @@ def held_out_wasserstein(obj: Adversarial, data: Tensor, samples: Tensor) -> flo
         return float("nan")
     with torch.no_grad():
         return float(obj.critic(data).mean() - obj.critic(samples).mean())
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rank correlation (no ties expected in real-valued curves)."""
-    ra = torch.tensor(a).argsort().argsort().double()
-    rb = torch.tensor(b).argsort().argsort().double()
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 def train(
@@ -118,8 +95,8 @@ def train(
     generator = Generator(mlp([2, hidden, hidden, hidden, 2]), latent_dim=2, event_shape=(2,)).to(
         device
     )
-    obj, critic = make_objective(objective, critic_hidden)
-    critic.to(device)
+    critic = make_critic(objective, critic_hidden).to(device)
+    obj = make_adversarial(objective, critic)
     optimizers: dict[str, Any] = {}
     for role, (cls, kwargs) in obj.default_optimizers.items():
         if lr is not None and cls is torch.optim.Adam:  # WGAN keeps its RMSProp 5e-5
@@ -189,70 +166,6 @@ def train(
     }
 
 
-def plot_samples(runs: list[dict[str, Any]], path: Path) -> None:
-    """One panel per data set and objective (and per critic-tilted GAN), samples over the
-    modes' centres."""
-    panels: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in sorted(runs, key=lambda r: OBJECTIVES.index(r["objective"])):
-        panels[r["dataset"], r["objective"]] = r
-        if r.get("tilted") and "samples" in r["tilted"]:
-            panels[r["dataset"], r["objective"] + " + tilt"] = {**r, **r["tilted"]}
-    datasets = sorted({d for d, _ in panels}, key=DATASETS.index)
-    labels = list(dict.fromkeys(o for _, o in panels))
-    fig, axes = plt.subplots(
-        len(datasets),
-        len(labels),
-        figsize=(2.6 * len(labels), 2.6 * len(datasets)),
-        squeeze=False,
-    )
-    for i, d in enumerate(datasets):
-        for j, o in enumerate(labels):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            run = panels.get((d, o))
-            if run is None:
-                ax.set_axis_off()
-                continue
-            s, c = torch.tensor(run["samples"]), torch.tensor(run["centers"])
-            ax.scatter(s[:, 0], s[:, 1], s=1, alpha=0.4)
-            ax.scatter(c[:, 0], c[:, 1], s=8, c="red", marker="x")
-            ax.set_title(
-                f"{o} ({d}, {run['iterations']} it.)\n{run['modes']}/{run['num_modes']} modes, "
-                f"{100 * run['high_quality']:.0f}% HQ",
-                fontsize=8,
-            )
-            lim = 1.5 if d == "ring" else 5.5
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_wasserstein_mmd(runs: list[dict[str, Any]], path: Path, skip: int = 1) -> None:
-    """Claim (c): the critic's held-out W1 estimate against MMD^2 through training, one
-    panel per Wasserstein run, titled with their rank correlation (evaluations after the
-    first ``skip``, which precede the critic's first fit)."""
-    chosen = [r for r in runs if r["objective"] in ("wgan", "wgan-gp")]
-    if not chosen:
-        return
-    fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 3.4), squeeze=False)
-    for ax, run in zip(axes[0], chosen, strict=True):
-        c = run["curve"]
-        ax.plot(c["iteration"], c["wasserstein"], "b.-", label="critic's W1 estimate")
-        ax.set_xlabel("generator iteration")
-        ax.set_ylabel("held-out W1 estimate", color="b")
-        ax2 = ax.twinx()
-        ax2.semilogy(c["iteration"], [max(v, 1e-6) for v in c["mmd"]], "r--", label="MMD^2")
-        ax2.set_ylabel("MMD^2 vs held-out data", color="r")
-        rho = spearman(c["wasserstein"][skip:], c["mmd"][skip:])
-        ax.set_title(f"{run['objective']} on {run['dataset']}: Spearman {rho:.2f}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +203,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     f"{t['acceptance']:.2f}, {t['seconds']:.0f} s)"
                 )
             runs.append(run)
-    plot_samples(runs, out / "samples.png")
+    plot_mode_samples(runs, out / "samples.png", OBJECTIVES, DATASETS)
     plot_wasserstein_mmd(runs, out / "wasserstein_mmd.png")
     summary = [{k: v for k, v in r.items() if k not in ("samples", "centers")} for r in runs]
     for r in summary:

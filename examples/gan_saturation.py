@@ -41,16 +41,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     g0 = Generator(mlp([2, args.hidden, args.hidden, 2]), 2, (2,)).to(args.device)
     c0 = mlp([2, args.hidden, args.hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
     c0.to(args.device)
-    # The critic's head start: it learns to reject the untrained generator's samples.
+    # The critic's head start: one trainer iteration of --critic-warmup critic updates
+    # against the untrained generator, whose optimiser has learning rate 0 (its one update
+    # per iteration leaves it untouched).
     pyro.clear_param_store()
-    warm = GAN(c0)
-    opt = torch.optim.Adam(c0.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    gen = torch.Generator().manual_seed(args.seed)
-    for _ in range(args.critic_warmup):
-        batch = x[torch.randint(len(x), (args.batch_size,), generator=gen)]
-        opt.zero_grad()
-        warm.critic_loss(g0, None, batch).backward()
-        opt.step()
+    adam = (torch.optim.Adam, {"lr": args.lr, "betas": (0.5, 0.999)})
+    if args.critic_warmup > 0:
+        head_start = Trainer(
+            GAN(c0),
+            g0,
+            optimizers={"critic": adam, "generator": (torch.optim.SGD, {"lr": 0.0})},
+            steps={"critic": args.critic_warmup},
+            progress=False,
+        )
+        head_start.fit(x, 1, args.batch_size, seed=args.seed)
     results: dict[str, Any] = {}
     for kind in ("minimax", "nonsaturating"):
         pyro.clear_param_store()
@@ -70,7 +74,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             norms.append(float(torch.cat(grads).norm()))
             d_fake.append(1 / (1 + math.exp(-obj.stats["critic_fake"])))
 
-        adam = (torch.optim.Adam, {"lr": args.lr, "betas": (0.5, 0.999)})
         trainer = Trainer(
             obj,
             g,

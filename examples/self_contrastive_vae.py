@@ -14,7 +14,9 @@ generator per run, same seed: same order, same dynamic binarization):
     takes it), so both runs start from the same point; the noise then switches to the VAE
     being trained after epochs K, 2K, ... With ``--warm-start-epochs W`` run (b) first
     trains W epochs by the ELBO (exactly run (a)'s first W epochs), the first noise is that
-    warm VAE, and the switches come W + K, W + 2K, ... On MNIST the untrained copy is so
+    warm VAE, and the switches come W + K, W + 2K, ... (the self-contrastive phase is a
+    second ``Trainer`` fit: a fresh Adam, for the new loss's gradient scale, and the data
+    order drawn from the seed again). On MNIST the untrained copy is so
     easy to tell from the data that the classifier saturates (accuracy 1.0) and learning
     stalls until each switch: the curve is a staircase (``benchmarks/README.md``).
 
@@ -24,8 +26,11 @@ draws) and the IWAE bound with ``--eval-particles`` particles
 (``pyrogen.metrics.log_likelihood``). At the end both are scored the same way on the test
 set. Writes ``self_contrastive_vae.json`` (settings, machine, per-epoch curves, switch
 epochs, final scores), ``self_contrastive_vae.md`` (a summary) and
-``self_contrastive_vae.png`` (both curves, switches marked) to ``--out``; checkpoints after
-every epoch go to ``--checkpoint-dir`` and ``--resume`` continues from them.
+``self_contrastive_vae.png`` (both curves, switches marked) to ``--out``. Training runs
+through ``pyrogen.inference.Trainer``, the scores through its epoch callback into its
+history; its checkpoints (one per run and phase, written after every epoch, the noise
+snapshot included) go to ``--checkpoint-dir`` with the settings beside them, and
+``--resume`` continues them exactly (and refuses those of other settings).
 
     .venv/bin/python examples/self_contrastive_vae.py          # digits, about half a minute
     .venv/bin/python examples/self_contrastive_vae.py --dataset mnist \\
@@ -40,7 +45,6 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +54,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from pyrogen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from pyrogen.checkpoint import CheckpointError  # noqa: E402
 from pyrogen.data import (  # noqa: E402
     binarize_bernoulli_fixed,
     binarize_dynamic,
     load_digits,
     load_mnist,
 )
-from pyrogen.inference import Objective, RenyiBound, SelfContrastive  # noqa: E402
+from pyrogen.inference import Objective, RenyiBound, SelfContrastive, Trainer  # noqa: E402
 from pyrogen.machine import machine  # noqa: E402
 from pyrogen.metrics import log_likelihood  # noqa: E402
 from pyrogen.models import VAE, build_vae  # noqa: E402
@@ -81,7 +84,8 @@ _RESUMABLE = {
 
 
 class Data:
-    """Training rows (binarized afresh per batch), fixed-binarized validation and test rows."""
+    """Training rows (grey levels, binarized afresh per batch), fixed-binarized validation and
+    test rows."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         if args.dataset == "digits":
@@ -100,11 +104,6 @@ class Data:
         self.test = binarize_bernoulli_fixed(test, generator=gen)
         if args.smoke_test:
             self.train, self.valid, self.test = self.train[:200], self.valid[:40], self.test[:40]
-
-    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        order = torch.randperm(self.train.shape[0], generator=generator)
-        for idx in order.split(batch_size):
-            yield binarize_dynamic(self.train[idx], generator=generator)
 
 
 @torch.no_grad()
@@ -128,24 +127,134 @@ def identity(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k not in _RESUMABLE}
 
 
+# Per-epoch records in the trainers' histories (the objective's own per-iteration stats,
+# "accuracy" among them, live there too, hence "epoch_accuracy").
+EPOCH_KEYS = ("epoch", "valid_elbo", "valid_iwae", "train_loss", "seconds", "epoch_accuracy")
+
+
+def checkpoints(run: str, args: argparse.Namespace) -> dict[str, Path]:
+    """The run's phases and their checkpoints: run "self_contrastive" trains
+    --warm-start-epochs by the ELBO (its "warm" phase), then by SelfContrastive."""
+    folder = Path(args.checkpoint_dir)
+    if run == "elbo":
+        return {"elbo": folder / "elbo.pt"}
+    phases = {"warm": folder / "self_contrastive_warm.pt"} if args.warm_start_epochs else {}
+    return phases | {"self_contrastive": folder / "self_contrastive.pt"}
+
+
+def prepare_checkpoints(run: str, args: argparse.Namespace) -> None:
+    """--resume continues the run's checkpoints when they were made with these settings
+    (recorded beside them) and refuses them otherwise; without --resume they are removed."""
+    paths = list(checkpoints(run, args).values())
+    config = Path(args.checkpoint_dir) / f"{run}.settings.json"
+    if args.resume and any(p.exists() for p in paths):
+        saved = json.loads(config.read_text()) if config.exists() else None
+        if saved != json.loads(json.dumps(identity(args))):
+            raise CheckpointError(
+                f"the checkpoints of run {run!r} in {args.checkpoint_dir} belong to a run with "
+                "other settings (or an older version of this script): drop --resume"
+            )
+        return
+    for p in paths:
+        p.unlink(missing_ok=True)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(identity(args), indent=1))
+
+
+def epoch_mean(values: list[float], rows: int, batch_size: int) -> float:
+    """The mean per data point over the last pass, from its per-batch means (the last
+    batch of a pass may be smaller)."""
+    sizes = [batch_size] * (rows // batch_size) + ([rows % batch_size] if rows % batch_size else [])
+    last = values[-len(sizes) :]
+    return sum(v * n for v, n in zip(last, sizes, strict=True)) / rows
+
+
+def fit_phase(
+    vae: VAE,
+    objective: Objective,
+    path: Path,
+    num_epochs: int,
+    offset: int,
+    data: Data,
+    args: argparse.Namespace,
+) -> dict[str, list[float]]:
+    """Trains ``vae`` by ``objective`` for ``num_epochs`` epochs with a fresh Adam, its
+    checkpoint at ``path`` (resumed when it exists); the epoch callback scores the VAE on
+    the validation images and logs it with the epoch's mean training loss (and NCE
+    accuracy), training seconds and noise switches; returns the trainer's history."""
+    device = torch.device(args.device)
+    train = data.train.to(device)
+    valid = data.valid[: args.curve_points].to(device)
+    rows = train.shape[0]
+    sc = objective if isinstance(objective, SelfContrastive) else None
+    clock = time.perf_counter()
+
+    def binarize(batch: tuple[torch.Tensor, ...], gen: torch.Generator) -> tuple[torch.Tensor]:
+        # drawn on the CPU by the trainer's generator, so that resume is exact on any device
+        return (binarize_dynamic(batch[0].cpu(), generator=gen).to(device),)
+
+    def log_epoch(trainer: Trainer, values: tuple[float, ...]) -> None:
+        for key, value in zip(EPOCH_KEYS, values, strict=True):
+            trainer.log(key, float(value))
+
+    def on_epoch(trainer: Trainer) -> None:
+        nonlocal clock
+        seconds = time.perf_counter() - clock
+        epoch = offset + trainer.epoch
+        s = score(vae, valid, args)
+        accuracy = math.nan
+        if sc is not None:
+            accuracy = epoch_mean(trainer.history["accuracy"], rows, args.batch_size)
+            if sc.refresh_due(trainer.epoch):  # its end_of_epoch made the noise this VAE
+                trainer.log("switch", float(epoch))
+        loss = epoch_mean(trainer.history["model"], rows, args.batch_size)
+        log_epoch(trainer, (epoch, s["elbo"], s["iwae"], loss, seconds, accuracy))
+        clock = time.perf_counter()
+
+    trainer = Trainer(
+        objective,
+        vae.model,
+        vae.guide,
+        optimizers={"model": (torch.optim.Adam, {"lr": args.lr})},
+        checkpoint=path,
+        epoch_callback=on_epoch,
+        progress=not args.no_progress,
+    )
+    if offset == 0 and not path.exists():  # the common starting point, epoch 0
+        s = score(vae, valid, args)
+        log_epoch(trainer, (0.0, s["elbo"], s["iwae"], math.nan, math.nan, math.nan))
+    clock = time.perf_counter()
+    trainer.fit(
+        (train,),
+        batch_size=args.batch_size,
+        seed=args.seed,  # same batches for both runs
+        num_epochs=num_epochs,
+        drop_last=False,
+        transform=binarize,
+    )
+    return trainer.history
+
+
 def train_run(run: str, data: Data, args: argparse.Namespace) -> dict[str, Any]:
-    """Trains one VAE for --num-epochs (resuming from its checkpoint when asked).
+    """Trains one VAE for --num-epochs with the Trainer (resuming from its checkpoints when
+    asked).
 
     Run "self_contrastive" trains its first --warm-start-epochs epochs by the ELBO (exactly
-    run "elbo"'s first epochs: same weights, batches and random numbers), then by
-    SelfContrastive, whose first noise is the VAE at that moment (the initial VAE when W = 0)
-    and which switches after every --refresh-every epochs of its own."""
-    device = torch.device(args.device)
+    run "elbo"'s first epochs: same weights, batches and random numbers), then, in a second
+    trainer with a fresh Adam, by SelfContrastive, whose first noise is the VAE at that
+    moment (the initial VAE when W = 0) and which switches after every --refresh-every
+    epochs of its own (its ``end_of_epoch``)."""
+    prepare_checkpoints(run, args)
     pyro.clear_param_store()
     torch.manual_seed(args.seed)  # same initial weights for both runs
-    vae = build_vae(args.architecture, (data.train.shape[1],), args.z_dim).to(device)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=args.lr)
-    data_rng = torch.Generator().manual_seed(args.seed)  # same batches for both runs
-    elbo: Objective = RenyiBound(1.0, num_particles=1, max_plate_nesting=1)
-    sc: SelfContrastive | None = None
-    warm = args.num_epochs  # epochs trained by the ELBO
+    vae = build_vae(args.architecture, (data.train.shape[1],), args.z_dim).to(args.device)
+    paths = checkpoints(run, args)
+    warm = args.num_epochs if run == "elbo" else args.warm_start_epochs
+    phases: list[tuple[str, Objective, int, int]] = []  # name, objective, epochs, offset
+    if warm:
+        elbo = RenyiBound(1.0, num_particles=1, max_plate_nesting=1)
+        phases.append(("elbo" if run == "elbo" else "warm", elbo, warm, 0))
     if run == "self_contrastive":
-        warm = args.warm_start_epochs
         sc = SelfContrastive(
             nu=args.nu,
             refresh_every=args.refresh_every,
@@ -153,95 +262,17 @@ def train_run(run: str, data: Data, args: argparse.Namespace) -> dict[str, Any]:
             bound=args.bound,
             max_plate_nesting=1,
         )
-    history: dict[str, list[float]] = {
-        key: [] for key in ("epoch", "valid_elbo", "valid_iwae", "train_loss", "seconds")
-    }
-    if sc is not None:
-        history["accuracy"] = []
-    switches: list[int] = []  # epochs after which the noise became the current VAE
-    path = Path(args.checkpoint_dir) / f"{run}.pt"
-    start = 0
-    if args.resume and path.exists():
-        ckpt = load_checkpoint(path, KIND)
-        if ckpt["config"] != identity(args):
-            raise CheckpointError(f"{path} belongs to a run with other settings: drop --resume")
-        vae.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        data_rng.set_state(ckpt["data_rng"])
-        history, switches, start = ckpt["history"], ckpt["switches"], int(ckpt["epoch"])
-        if sc is not None and "noise" in ckpt:  # the noise in force when it stopped
-            noise = build_vae(args.architecture, (data.train.shape[1],), args.z_dim).to(device)
-            noise.load_state_dict(ckpt["noise"])
-            sc.refresh(noise.model, noise.guide)
-        torch.set_rng_state(ckpt["rng"])  # last: building the noise VAE draws numbers
-    if start >= args.num_epochs:
-        return {"vae": vae, "history": history, "switches": switches}
-    valid = data.valid[: args.curve_points].to(device)
-    if start == 0:  # the common starting point
-        s = score(vae, valid, args)
-        for key, value in (("epoch", 0.0), ("valid_elbo", s["elbo"]), ("valid_iwae", s["iwae"])):
-            history[key].append(value)
-        for key in ("train_loss", "seconds", "accuracy"):
-            if key in history:
-                history[key].append(math.nan)
-    bar = tqdm(
-        range(start + 1, args.num_epochs + 1),
-        initial=start,
-        total=args.num_epochs,
-        desc=f"{LABELS[run]:>20}",
-        unit="epoch",
-        disable=args.no_progress,
-    )
-    for epoch in bar:
-        objective = elbo if sc is None or epoch <= warm else sc
-        t0 = time.perf_counter()
-        total, count, correct = 0.0, 0, 0.0
-        for x in data.batches(args.batch_size, data_rng):
-            x = x.to(device)
-            loss = objective.differentiable_loss(vae.model, vae.guide, x)
-            assert isinstance(loss, torch.Tensor)
-            loss = loss / x.shape[0]  # every objective sums over the batch
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * x.shape[0]
-            count += x.shape[0]
-            if objective is sc:
-                correct += sc.stats["accuracy"] * x.shape[0]
-        seconds = time.perf_counter() - t0
-        if sc is not None:
-            history["accuracy"].append(correct / count if objective is sc else math.nan)
-            if epoch == warm or (epoch > warm and sc.refresh_due(epoch - warm)):
-                sc.refresh(vae.model, vae.guide)  # the noise becomes this epoch's VAE
-                switches.append(epoch)
-            if epoch == warm:  # a fresh Adam for the new loss's gradient scale
-                optimizer = torch.optim.Adam(vae.parameters(), lr=args.lr)
-        s = score(vae, valid, args)
-        for key, value in (
-            ("epoch", float(epoch)),
-            ("valid_elbo", s["elbo"]),
-            ("valid_iwae", s["iwae"]),
-            ("train_loss", total / count),
-            ("seconds", seconds),
-        ):
-            history[key].append(value)
-        bar.set_postfix(elbo=f"{s['elbo']:.2f}", iwae=f"{s['iwae']:.2f}")
-        state: dict[str, Any] = {
-            "config": identity(args),
-            "epoch": epoch,
-            "model": vae.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            "data_rng": data_rng.get_state(),
-            "history": history,
-            "switches": switches,
-        }
-        if sc is not None and sc.noise_model is not None:
-            noise_vae = getattr(sc.noise_model, "__self__", None)
-            assert isinstance(noise_vae, VAE)
-            state["noise"] = noise_vae.state_dict()
-        save_checkpoint(path, KIND, state)
-    bar.close()
+        phases.append(("self_contrastive", sc, args.num_epochs - warm, warm))
+    history: dict[str, list[float]] = {key: [] for key in EPOCH_KEYS}
+    switches = [warm] if run == "self_contrastive" and warm else []  # noise := current VAE
+    for name, objective, num_epochs, offset in phases:
+        logged = fit_phase(vae, objective, paths[name], num_epochs, offset, data, args)
+        for key in EPOCH_KEYS:
+            history[key] += logged[key]
+        switches += [int(e) for e in logged.get("switch", [])]
+    accuracy = history.pop("epoch_accuracy")
+    if run == "self_contrastive":
+        history["accuracy"] = accuracy
     return {"vae": vae, "history": history, "switches": switches}
 
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from pyrogen import __version__, compare
+from pyrogen.compare import cli as compare_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train one VAE under several objectives; table and figures",
         description=compare.__doc__.split("\n\n")[0] if compare.__doc__ else None,
     )
-    compare.add_arguments(compare_parser)
+    compare_cli.add_arguments(compare_parser)
     return parser
 
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command == "compare":
-        return compare.main(args)
+        return compare_cli.main(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
     return 2
 

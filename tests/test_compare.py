@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -98,19 +100,21 @@ def test_resumed_run_ends_with_the_same_numbers(
 ) -> None:
     straight = run(_config(tmp_path / "straight"))
 
-    real = compare._train_epoch
+    real = compare.Data.transform
     calls = {"n": 0}
 
-    def interrupted(*args: Any, **kwargs: Any) -> float:
+    def interrupted(self: compare.Data, *args: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 7:  # during the third epoch of the second objective
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        if calls["n"] == 4 * 15 + 2 * 15 + 8:  # Ctrl-C in the third epoch of the second objective
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args)
 
-    monkeypatch.setattr(compare, "_train_epoch", interrupted)
+    monkeypatch.setattr(compare.Data, "transform", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(_config(tmp_path / "resumed"))
     monkeypatch.undo()
+    saved = torch.load(tmp_path / "resumed" / "checkpoints" / "iwae_3.pt", weights_only=True)
+    assert (saved["epoch"], saved["iteration"]) == (2, 2 * 15 + 8)  # saved in mid-epoch
     resumed = run(_config(tmp_path / "resumed", resume=True))
     assert _numbers(resumed) == _numbers(straight)
 
@@ -120,10 +124,10 @@ def test_resumed_run_ends_with_the_same_numbers(
     extended = run(_config(tmp_path / "extended", epochs=4, resume=True))
     assert _numbers(extended) == _numbers(straight)
 
-    def must_not_train(*args: Any, **kwargs: Any) -> float:
+    def must_not_train(*args: Any) -> Any:
         raise AssertionError("a finished objective was trained again")
 
-    monkeypatch.setattr(compare, "_train_epoch", must_not_train)
+    monkeypatch.setattr(compare.Data, "transform", must_not_train)
     again = run(_config(tmp_path / "extended", epochs=4, resume=True))
     assert _numbers(again) == _numbers(straight)
 
@@ -147,7 +151,7 @@ def test_model_mismatch_is_reported(tmp_path: Path) -> None:
     run(_config(tmp_path, epochs=1, objectives=["elbo"]))
     path = tmp_path / "checkpoints" / "elbo.pt"
     ckpt = torch.load(path, weights_only=True)
-    ckpt["model"] = {"encoder.net.0.weight": torch.zeros(2, 2)}
+    ckpt["params"]["model"] = {"vae.encoder$$$net.0.weight": torch.zeros(2, 2)}
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         run(_config(tmp_path, epochs=2, objectives=["elbo"], resume=True))

@@ -382,3 +382,34 @@ class WGANGP(_Wasserstein):
         gp = losses.gradient_penalty(self._score, real_x, fake_x)
         self.stats["gradient_penalty"] = float(gp.detach())
         return loss + self.penalty * gp
+
+
+# Objectives by name, for scripts that take them from the command line.
+ADVERSARIAL: dict[str, tuple[type[Adversarial], dict[str, Any]]] = {
+    "gan": (GAN, {}),
+    "gan-minimax": (GAN, {"generator_loss": "minimax"}),
+    "hinge": (HingeGAN, {}),
+    "wgan": (WGAN, {}),
+    "wgan-gp": (WGANGP, {}),
+    "pacgan2": (GAN, {"pack": 2}),
+}
+"""Each name's objective class and its keyword arguments (PacGAN's ``pack`` among them, so a
+script can size the critic's input before building it)."""
+
+
+def make_adversarial(name: str, critic: nn.Module, **options: Any) -> Adversarial:
+    """The objective registered as ``name`` in :data:`ADVERSARIAL`, around ``critic``;
+    ``options`` add to (or override) the registered keyword arguments.
+
+    Example:
+        >>> critic = torch.nn.Sequential(torch.nn.Linear(4, 1), torch.nn.Flatten(0))
+        >>> make_adversarial("pacgan2", critic).pack
+        2
+    """
+    if name not in ADVERSARIAL:
+        raise ValueError(f"unknown adversarial objective {name!r}; choose from {list(ADVERSARIAL)}")
+    cls, kwargs = ADVERSARIAL[name]
+    return cls(critic, **(kwargs | options))
+
+
+__all__ += ["ADVERSARIAL", "make_adversarial"]

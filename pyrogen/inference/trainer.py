@@ -205,6 +205,8 @@ class Trainer:
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
             "torch_rng": torch.get_rng_state(),
+            # every CUDA device's generator, when CUDA is in use (exact resume on GPU too)
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "data_rng": self._generator.get_state(),
             "order": self._order if self._order is not None else torch.empty(0, dtype=torch.long),
             "position": self._position,
@@ -244,6 +246,8 @@ class Trainer:
         for role, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][role])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         assert self._generator is not None
         self._generator.set_state(state["data_rng"])
         self._order = state["order"] if state["order"].numel() else None

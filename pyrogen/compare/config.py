@@ -1,0 +1,132 @@
+"""What defines a comparison run: :class:`CompareConfig` and the objective names."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from pyrogen.inference import IWAE, Objective, RenyiBound, VRMax
+from pyrogen.models import ARCHITECTURES, LIKELIHOODS
+
+__all__ = ["DATASETS", "DEFAULT_OBJECTIVES", "CompareConfig", "ObjectiveSpec", "parse_objective"]
+
+DEFAULT_OBJECTIVES = ("elbo", "iwae:5", "renyi:0.5", "renyi:-1", "vrmax")
+DATASETS = ("digits", "mnist")
+# Settings a resumed run may change: the rest must match the checkpoint.
+_RESUMABLE = {"epochs", "out", "resume", "progress", "data_dir"}
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A parsed objective name: a file-safe key, a label for tables and a factory."""
+
+    key: str
+    label: str
+    make: Callable[[], Objective]
+
+
+def _positive_int(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {text!r}")
+    return value
+
+
+def parse_objective(name: str) -> ObjectiveSpec:
+    """``elbo``, ``iwae[:K]``, ``renyi:ALPHA[:K]`` or ``vrmax[:K]`` -> :class:`ObjectiveSpec`."""
+    parts = name.strip().lower().split(":")
+    head, rest = parts[0], parts[1:]
+    usage = "objectives are elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K]"
+    # One plate (the data) in every VAE: saying so skips the plate-depth probe.
+    nest = 1
+    if head == "elbo" and not rest:
+        return ObjectiveSpec(
+            "elbo", "ELBO", lambda: RenyiBound(1.0, num_particles=1, max_plate_nesting=nest)
+        )
+    if head == "iwae" and len(rest) <= 1:
+        k = _positive_int(rest[0], "K") if rest else 5
+        return ObjectiveSpec(
+            f"iwae_{k}", f"IWAE (K={k})", lambda: IWAE(num_particles=k, max_plate_nesting=nest)
+        )
+    if head == "vrmax" and len(rest) <= 1:
+        k = _positive_int(rest[0], "K") if rest else 5
+        return ObjectiveSpec(
+            f"vrmax_{k}", f"VR-max (K={k})", lambda: VRMax(num_particles=k, max_plate_nesting=nest)
+        )
+    if head == "renyi" and 1 <= len(rest) <= 2:
+        try:
+            alpha = float(rest[0])
+        except ValueError:
+            raise ValueError(f"renyi needs a numeric alpha, got {name!r}; {usage}") from None
+        if not math.isfinite(alpha):
+            raise ValueError(f"renyi needs a finite alpha (use vrmax for -inf), got {name!r}")
+        k = _positive_int(rest[1], "K") if len(rest) == 2 else 5
+        return ObjectiveSpec(
+            f"renyi_{alpha:g}_{k}",
+            f"Rényi α={alpha:g} (K={k})",
+            lambda: RenyiBound(alpha, num_particles=k, max_plate_nesting=nest),
+        )
+    raise ValueError(f"unknown objective {name!r}; {usage}")
+
+
+@dataclass
+class CompareConfig:
+    """Everything that defines a comparison run (see ``pyrogen compare --help``)."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    objectives: list[str] = field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    architecture: str = "burda"
+    likelihood: str = "bernoulli"
+    z_dim: int | None = None  # None: 50 for MNIST, 16 for 8x8 digits
+    epochs: int = 100
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    eval_samples: int = 5000
+    curve_samples: int = 100
+    curve_points: int = 1000
+    out: str = "compare-results"
+    resume: bool = False
+    progress: bool = True
+
+    @property
+    def latent_dim(self) -> int:
+        """``z_dim``, or the dataset's default: 50 for MNIST, 16 for the 8x8 digits."""
+        if self.z_dim is not None:
+            return self.z_dim
+        return 50 if self.dataset == "mnist" else 16
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}")
+        for name in ("epochs", "batch_size", "eval_samples", "curve_samples", "curve_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.z_dim is not None and self.z_dim < 1:
+            raise ValueError(f"z_dim must be positive, got {self.z_dim}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.objectives:
+            raise ValueError("give at least one objective")
+        keys = [parse_objective(o).key for o in self.objectives]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"objectives repeat: {self.objectives}")
+        torch.device(self.device)  # raises on a malformed device string
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a checkpoint must share with the run that resumes it."""
+        return {k: v for k, v in asdict(self).items() if k not in _RESUMABLE | {"objectives"}}

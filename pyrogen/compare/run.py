@@ -1,0 +1,279 @@
+"""The data, and each objective fitted on the :class:`~pyrogen.inference.Trainer`, then scored.
+
+Every objective starts from the same initial weights (``torch.manual_seed(seed)`` before the
+VAE is built) and sees the same mini-batches: the trainer's data generator, seeded with
+``seed``, draws each pass's order and then each batch's dynamic binarization
+(:meth:`Data.transform`). After each pass an epoch callback logs the training bound, the
+held-out estimate and the seconds the pass took (``trainer.log``, so they are checkpointed
+with the rest). The trainer's checkpoint also carries the run's settings and, once the fit
+is scored, its result: a resumed run refuses a checkpoint of other settings, and reuses a
+finished result instead of training again. The final scoring draws from a forked random
+state, so a finished checkpoint continues (a longer ``--epochs``) exactly as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pyrogen.checkpoint import CheckpointError, load_checkpoint
+from pyrogen.compare.config import CompareConfig, ObjectiveSpec, parse_objective
+from pyrogen.compare.report import plot, write_table
+from pyrogen.data import binarize_bernoulli_fixed, binarize_dynamic, load_digits, load_mnist
+from pyrogen.inference import Trainer
+from pyrogen.inference.trainer import KIND as TRAINER_KIND
+from pyrogen.metrics import active_units, log_likelihood
+from pyrogen.models import build_vae
+from pyrogen.warnings import PyrogenWarning
+
+__all__ = ["Data", "run"]
+
+_CURVE_KEYS = ("train_bound", "heldout_ll", "seconds")
+
+
+class Data:
+    """Train and test rows on the CPU; binary likelihoods see binarized pixels."""
+
+    def __init__(self, config: CompareConfig) -> None:
+        if config.dataset == "digits":
+            train = load_digits("train").tensors[0]
+            test = load_digits("test").tensors[0]
+            self.image_shape: tuple[int, int] = (8, 8)
+        else:
+            train = load_mnist(config.data_dir, "train").tensors[0]
+            test = load_mnist(config.data_dir, "test").tensors[0]
+            self.image_shape = (28, 28)
+        self.train = train.reshape(train.shape[0], -1).float()
+        test = test.reshape(test.shape[0], -1).float()
+        self.binary = config.likelihood == "bernoulli"
+        if self.binary:  # one fixed draw for the test set (Burda et al.), fresh ones in training
+            gen = torch.Generator().manual_seed(10_000 + config.seed)
+            test = binarize_bernoulli_fixed(test, generator=gen)
+        self.test = test
+
+    def transform(
+        self, batch: tuple[Tensor, ...], generator: torch.Generator
+    ) -> tuple[Tensor, ...]:
+        """A training batch as the model sees it (the trainer's ``transform``): binarized
+        afresh with the trainer's data generator. That generator is on the CPU, and so is
+        the draw, so a run sees the same batches on every device."""
+        if not self.binary:
+            return batch
+        (x,) = batch
+        return (binarize_dynamic(x.cpu(), generator=generator).to(x.device),)
+
+
+class _Fit(Trainer):
+    """The trainer, with the comparison's settings (and, once scored, its result) in every
+    checkpoint it writes, and the seconds spent writing them (not training time)."""
+
+    def __init__(self, meta: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.meta = meta
+        self.saving = 0.0
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "compare": self.meta}
+
+    def save(self) -> None:
+        start = time.perf_counter()
+        super().save()
+        self.saving += time.perf_counter() - start
+
+
+def _rng_state(device: torch.device) -> list[Tensor]:
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def _set_rng_state(states: list[Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states[1], device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _saved_result(path: Path, config: CompareConfig, spec: ObjectiveSpec) -> Any:
+    """Check that the checkpoint at ``path`` belongs to this run; its result if finished."""
+    state = load_checkpoint(path, TRAINER_KIND)
+    meta = state.get("compare") or {}
+    saved = meta.get("config", {})
+    diff = [
+        f"{k}: checkpoint {saved.get(k)!r}, this run {v!r}"
+        for k, v in config.identity().items()
+        if saved.get(k) != v
+    ]
+    if meta.get("objective") != spec.key:
+        diff.append(f"objective: checkpoint {meta.get('objective')!r}, this run {spec.key!r}")
+    if diff:
+        raise CheckpointError(
+            f"{path} belongs to a different run ({'; '.join(diff)}): resume with the same "
+            "settings, or drop --resume to start afresh"
+        )
+    if state["epoch"] > config.epochs:
+        raise CheckpointError(
+            f"{path} has {state['epoch']} epochs done, more than --epochs {config.epochs}"
+        )
+    return meta.get("result") if state["epoch"] == config.epochs else None
+
+
+def _fit_one(
+    config: CompareConfig, spec: ObjectiveSpec, data: Data, device: torch.device
+) -> dict[str, Any]:
+    path = Path(config.out) / "checkpoints" / f"{spec.key}.pt"
+    if config.resume and path.exists():
+        result = _saved_result(path, config, spec)
+        if result is not None:
+            return dict(result)
+    pyro.clear_param_store()
+    torch.manual_seed(config.seed)
+    data_shape = (1, *data.image_shape) if config.architecture == "conv" else (data.train.shape[1],)
+    vae = build_vae(config.architecture, data_shape, config.latent_dim, config.likelihood)
+    vae.to(device)
+    # The trainer finds the parameters by running the guide and model once, which draws
+    # random numbers; the optimiser is built right after, before any resume, so putting the
+    # random state back there keeps the run's draws those of a plain loop from the seed.
+    before_probe = _rng_state(device)
+
+    def adam(params: list[Tensor]) -> torch.optim.Optimizer:
+        _set_rng_state(before_probe, device)
+        return torch.optim.Adam(params, lr=config.lr)
+
+    n, size = data.train.shape[0], config.batch_size
+    steps = math.ceil(n / size)  # drop_last=False: the last batch holds the rest
+    rows = [size] * (steps - 1) + [n - size * (steps - 1)]
+    curve_x = data.test[: config.curve_points].to(device)
+    clock = [time.perf_counter()]
+
+    def end_of_epoch(trainer: Trainer) -> None:
+        assert isinstance(trainer, _Fit)
+        _sync(device)  # the pass's training time: no held-out estimate, no checkpoints
+        trainer.log("seconds", time.perf_counter() - clock[0] - trainer.saving)
+        trainer.saving = 0.0
+        total = 0.0  # the pass's bound per data point, from its batches' means
+        for loss, r in zip(trainer.history["model"][-steps:], rows, strict=True):
+            total -= loss * r
+        trainer.log("train_bound", total / n)
+        heldout = log_likelihood(
+            vae.model,
+            vae.guide,
+            curve_x,
+            num_samples=config.curve_samples,
+            particle_chunk=min(config.curve_samples, 500),
+            max_plate_nesting=1,
+        )
+        trainer.log("heldout_ll", heldout.mean)
+        clock[0] = time.perf_counter()
+
+    trainer = _Fit(
+        {"config": config.identity(), "objective": spec.key, "result": None},
+        spec.make(),
+        vae.model,
+        vae.guide,
+        optimizers={"model": adam},
+        checkpoint=path,
+        epoch_callback=end_of_epoch,
+        progress=config.progress,
+    )
+    if config.progress:
+        tqdm.write(f"{spec.label}: {config.epochs} epochs", file=sys.stderr)
+    try:
+        with warnings.catch_warnings():  # the trainer's advice to call fit again: see run()
+            warnings.filterwarnings("ignore", "interrupted after", PyrogenWarning)
+            trainer.fit(
+                data.train.to(device),
+                num_epochs=config.epochs,
+                batch_size=size,
+                seed=config.seed,
+                drop_last=False,
+                transform=data.transform,
+            )
+    except CheckpointError as exc:  # the settings matched, the saved parameters do not
+        raise CheckpointError(f"{path} does not fit this model: {exc}") from exc
+
+    # The scoring's draws come from a forked state: the checkpoint keeps the state after
+    # training, from which a longer --epochs goes on as an uninterrupted run would.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        test_x = data.test.to(device)
+        ll = log_likelihood(
+            vae.model,
+            vae.guide,
+            test_x,
+            num_samples=config.eval_samples,
+            particle_chunk=min(config.eval_samples, 500),
+            max_plate_nesting=1,
+            progress=config.progress,
+        )
+        units, _ = active_units(vae.guide, test_x)
+        samples = vae.sample(36, generator=torch.Generator(device).manual_seed(config.seed))
+    history = {k: list(trainer.history.get(k, [])) for k in _CURVE_KEYS}
+    result = {
+        "objective": spec.key,
+        "label": spec.label,
+        "test_ll": ll.mean,
+        "test_ll_stderr": ll.stderr,
+        "test_ll_mc_stderr": ll.mc_stderr,
+        "eval_samples": config.eval_samples,
+        "train_bound": history["train_bound"][-1] if history["train_bound"] else math.nan,
+        "seconds_per_epoch": (
+            sum(history["seconds"]) / len(history["seconds"]) if history["seconds"] else math.nan
+        ),
+        "epochs": config.epochs,
+        "active_units": units,
+        "history": history,
+        "samples": samples.cpu().tolist(),
+    }
+    trainer.meta["result"] = result
+    trainer.save()
+    return result
+
+
+def run(config: CompareConfig) -> list[dict[str, Any]]:
+    """Train and score every objective of ``config``; write the table and figures.
+
+    Raises:
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, once the objective being fitted has saved
+            its checkpoint; ``resume=True`` (``--resume``) then continues from it.
+    """
+    config.validate()
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    specs = [parse_objective(o) for o in config.objectives]
+    data = Data(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not config.resume:
+        for spec in specs:
+            (out / "checkpoints" / f"{spec.key}.pt").unlink(missing_ok=True)
+    results = []
+    for spec in specs:
+        try:
+            results.append(_fit_one(config, spec, data, device))
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"interrupted while fitting {spec.label}; the checkpoints in "
+                f"{out / 'checkpoints'} continue it with resume=True (--resume)"
+            ) from None
+    table = write_table(results, config, out)
+    plot(results, config, data.image_shape, data.test.shape[0], out)
+    if config.progress:
+        print(table)
+        print(f"wrote results.md, results.csv, results.json, curves.png, samples.png to {out}")
+    return results

@@ -1,0 +1,71 @@
+"""AIS of log p(x) for Pyro models with local latents, against the conjugate Gaussian's
+closed-form evidence: forward below, reverse above, both converging."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrogen.metrics.latent_ais import ais_log_likelihood
+from pyrogen.models import ConjugateGaussian
+
+Z = 5.0
+
+
+def _errors(model: ConjugateGaussian, x: torch.Tensor, num_steps: int) -> tuple[float, ...]:
+    """(forward - truth, its s.e., reverse - truth, its s.e.), means over the points."""
+    truth = model.log_marginal(x).detach()
+    forward = ais_log_likelihood(model, x, num_chains=8, num_steps=num_steps)
+    loc, sd = model.posterior(x)
+    exact = (loc + sd * torch.randn(8, *x.shape)).detach()  # exact posterior draws
+    reverse = ais_log_likelihood(
+        model,
+        x,
+        num_chains=8,
+        num_steps=num_steps,
+        reverse_from=exact,
+        step_sizes=forward.step_sizes,
+    )
+    n = x.shape[0]
+    out = []
+    for est in (forward, reverse):
+        out += [float((est.per_point - truth).mean()), float(est.mc_stderr.pow(2).sum().sqrt() / n)]
+    return tuple(out)
+
+
+@pytest.mark.slow
+def test_forward_below_reverse_above_and_both_converge() -> None:
+    torch.set_num_threads(1)
+    pyro.set_rng_seed(0)
+    model = ConjugateGaussian(dim=2, prior_loc=0.3, prior_scale=1.0, obs_scale=0.5)
+    x = torch.randn(30, 2) * 1.2
+    short = _errors(model, x, 20)
+    long = _errors(model, x, 300)
+    for fwd, fwd_se, rev, rev_se in (short, long):
+        assert fwd < Z * fwd_se, (fwd, fwd_se)  # a stochastic lower bound
+        assert rev > -Z * rev_se, (rev, rev_se)  # a stochastic upper bound
+    # the short schedule's bracket is wide, the long one's closes on the truth
+    assert short[0] < -Z * short[1], short  # the forward estimate is clearly low there
+    assert abs(long[0]) < Z * long[1] and abs(long[2]) < Z * long[3], long
+    gap_se = math.sqrt(sum(se**2 for se in (short[1], short[3], long[1], long[3])))
+    assert long[2] - long[0] < short[2] - short[0] - Z * gap_se, (short, long)
+
+
+def test_bad_input() -> None:
+    model = ConjugateGaussian(dim=2)
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError, match="num_steps"):
+        ais_log_likelihood(model, x, num_steps=0)
+    with pytest.raises(ValueError, match="reverse_from must have shape"):
+        ais_log_likelihood(model, x, num_steps=2, reverse_from=torch.zeros(3, 4, 2))
+
+    def constrained(v: torch.Tensor) -> None:
+        with pyro.plate("data", v.shape[0]):
+            s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(torch.zeros(2), s.unsqueeze(-1)).to_event(1), obs=v)
+
+    with pytest.raises(ValueError, match="constrained"):
+        ais_log_likelihood(constrained, x, num_steps=2)
+    assert math.isfinite(ais_log_likelihood(model, x, num_steps=3, num_chains=2).mean)
