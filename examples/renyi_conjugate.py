@@ -20,9 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from tqdm import trange  # noqa: E402
 
-from pyrogen.inference import IWAE, RenyiBound, VRMax  # noqa: E402
+from pyrogen.inference import IWAE, RenyiBound, Trainer, VRMax  # noqa: E402
 from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian  # noqa: E402
 
 
@@ -41,17 +40,19 @@ def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, objective in objectives.items():
         pyro.set_rng_seed(args.seed)
+        pyro.clear_param_store()  # fresh PyroModules of the same names: no stale values
         model = ConjugateGaussian(dim=args.dim).to(args.device)
         guide = AmortizedGaussianGuide(dim=args.dim).to(args.device)
-        loss_fn = objective(model, guide)
-        opt = torch.optim.Adam(loss_fn.parameters(), lr=args.learning_rate)
-        curve = []
-        for _ in trange(args.num_steps, desc=name, disable=args.smoke_test):
-            opt.zero_grad()
-            loss = loss_fn(x)
-            loss.backward()
-            opt.step()
-            curve.append(-loss.item() / args.num_data)
+        trainer = Trainer(
+            objective,
+            model,
+            guide,
+            optimizers={"model": (torch.optim.Adam, {"lr": args.learning_rate})},
+            progress=not args.smoke_test,
+        )
+        # full batch: one step per iteration on all the data; the history is per data point
+        history = trainer.fit(x, args.num_steps, args.num_data, seed=args.seed)
+        curve = [-v for v in history["model"]]
         with torch.no_grad():
             exact = float(model.log_marginal(x).mean())
             bound = float(objective.pointwise(model, guide, x).mean())
