@@ -78,7 +78,7 @@ from torch import Tensor, nn
 from pyrogen.compat import is_subsample
 from pyrogen.inference import critic as losses
 from pyrogen.inference.densities import per_row, site_log_prob_per_row
-from pyrogen.inference.objective import Objective, frozen
+from pyrogen.inference.objective import FromIterable, Objective, frozen
 
 __all__ = ["AVB", "AVBLosses", "implicit_sample"]
 
@@ -96,16 +96,11 @@ class _Losses(NamedTuple):
     model: Any
 
 
-class AVBLosses(_Losses):
+class AVBLosses(FromIterable, _Losses):
     """``(critic, model)`` losses; also built from one iterable, as Pyro's SVI rebuilds
     tuple losses."""
 
     __slots__ = ()
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> AVBLosses:
-        if len(args) == 1 and not kwargs and not isinstance(args[0], Tensor | float):
-            args = tuple(args[0])
-        return super().__new__(cls, *args, **kwargs)
 
 
 class _Pass(NamedTuple):

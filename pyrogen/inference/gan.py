@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from pyrogen.compat import is_unconditioned_deterministic
 from pyrogen.inference import critic as losses
-from pyrogen.inference.objective import Objective
+from pyrogen.inference.objective import FromIterable, Objective
 from pyrogen.inference.objective import frozen as freeze  # _score's flag is named frozen
 
 __all__ = ["GAN", "WGAN", "WGANGP", "GANLosses", "HingeGAN", "generate"]
@@ -52,16 +52,11 @@ class _Losses(NamedTuple):
     generator: Any
 
 
-class GANLosses(_Losses):
+class GANLosses(FromIterable, _Losses):
     """``(critic, generator)`` losses; also built from one iterable, as Pyro's SVI rebuilds
-    tuple losses (``type(loss)(map(...))``)."""
+    tuple losses."""
 
     __slots__ = ()
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> GANLosses:
-        if len(args) == 1 and not kwargs and not isinstance(args[0], Tensor | float):
-            args = tuple(args[0])
-        return super().__new__(cls, *args, **kwargs)
 
 
 class _Unobserve(Messenger):

@@ -72,6 +72,19 @@ def _as_float(loss: Any) -> Any:
     return _item(loss)
 
 
+class FromIterable:
+    """Mixin for a NamedTuple of named losses: it can also be built from one iterable, as
+    Pyro's SVI rebuilds tuple losses (``type(loss)(map(...))``). Put it first:
+    ``class MyLosses(FromIterable, _Fields)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and not isinstance(args[0], torch.Tensor | float):
+            args = tuple(args[0])
+        return super().__new__(cls, *args, **kwargs)
+
+
 class Player(NamedTuple):
     """A network an objective owns.
 
