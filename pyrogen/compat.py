@@ -3,7 +3,10 @@
 pyrogen builds on Pyro's public API wherever it can. A few things it needs have no public
 form: replacing a stale entry of the param store, running a program against a copy of the
 store's tables, recognising a subsample site and an unconditioned ``pyro.deterministic``.
-They live here, each written against Pyro 1.9, so that a Pyro upgrade that breaks one of
+The recorder of Pyro's own HMC/NUTS statistics (:mod:`pyrogen.metrics.arviz`) also reads
+a kernel's cached potential energy and running acceptance, calls its kinetic energy and
+tree builder, and reads the diagnostics ``pyro.infer.MCMC`` collected. They live here, each
+written against Pyro 1.9, so that a Pyro upgrade that breaks one of
 them fails in one module, and ``tests/test_compat.py`` says which assumption broke.
 """
 
@@ -19,7 +22,14 @@ from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor, nn
 
 __all__ = [
+    "HMC_KINETIC_ENERGY",
+    "NUTS_BUILD_TREE",
     "ParamTables",
+    "hmc_kinetic_energy",
+    "hmc_mean_accept_prob",
+    "hmc_potential_energy",
+    "mcmc_diagnostics",
+    "nuts_build_tree",
     "TESTED_PYRO",
     "is_subsample",
     "is_unconditioned_deterministic",
@@ -103,3 +113,36 @@ def swapped_param_tables(tables: ParamTables) -> Iterator[None]:
         yield
     finally:
         store._params, store._param_to_name, store._constraints = saved
+
+
+# Pyro's HMC/NUTS internals that pyrogen.metrics.arviz records beside (never replacing the
+# class's methods: one kernel instance gets wrappers under these names).
+HMC_KINETIC_ENERGY = "_kinetic_energy"
+"""The method of ``pyro.infer.HMC`` that computes the kinetic energy of a momentum."""
+NUTS_BUILD_TREE = "_build_tree"
+"""The method of ``pyro.infer.NUTS`` that builds one subtree."""
+
+
+def hmc_potential_energy(kernel: Any) -> float:
+    """The potential energy cached at the kernel's last draw."""
+    return float(kernel._potential_energy_last)
+
+
+def hmc_mean_accept_prob(kernel: Any) -> float:
+    """The running mean of the acceptance probability over the draws so far."""
+    return float(kernel._mean_accept_prob)
+
+
+def hmc_kinetic_energy(kernel: Any, r_unscaled: Any) -> Any:
+    """The class's own kinetic energy (not an instance's wrapper)."""
+    return getattr(type(kernel), HMC_KINETIC_ENERGY)(kernel, r_unscaled)
+
+
+def nuts_build_tree(kernel: Any, *args: Any, **kwargs: Any) -> Any:
+    """The class's own subtree builder (not an instance's wrapper)."""
+    return getattr(type(kernel), NUTS_BUILD_TREE)(kernel, *args, **kwargs)
+
+
+def mcmc_diagnostics(mcmc: Any) -> list[Any]:
+    """The per-chain diagnostics ``pyro.infer.MCMC`` collected from its kernels."""
+    return list(mcmc._diagnostics)

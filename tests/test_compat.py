@@ -46,3 +46,25 @@ def test_subsample_and_deterministic_markers() -> None:
     conditioned = poutine.trace(poutine.condition(model, {"d": torch.zeros(3)})).get_trace()
     assert not compat.is_unconditioned_deterministic(conditioned.nodes["d"]), HINT
     assert not compat.is_subsample(dist.Normal(0.0, 1.0)), HINT
+
+
+def test_pyro_hmc_internals_the_arviz_recorder_reads() -> None:
+    from pyro.infer import HMC, MCMC, NUTS
+
+    assert callable(getattr(HMC, compat.HMC_KINETIC_ENERGY, None)), f"HMC kinetic energy: {HINT}"
+    assert callable(getattr(NUTS, compat.NUTS_BUILD_TREE, None)), f"NUTS subtree: {HINT}"
+
+    def model() -> None:
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    kernel = HMC(model, num_steps=2)
+    seen: list[tuple[float, float]] = []
+
+    def hook(k: object, params: object, stage: str, i: int) -> None:  # during the run
+        seen.append((compat.hmc_potential_energy(k), compat.hmc_mean_accept_prob(k)))
+
+    mcmc = MCMC(kernel, num_samples=3, warmup_steps=2, disable_progbar=True, hook_fn=hook)
+    mcmc.run()
+    assert len(seen) == 5, f"hook calls: {HINT}"
+    assert all(0.0 <= accept <= 1.0 for _, accept in seen), f"running acceptance: {HINT}"
+    assert len(compat.mcmc_diagnostics(mcmc)) == 1, f"MCMC diagnostics: {HINT}"

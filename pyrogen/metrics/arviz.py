@@ -34,6 +34,7 @@ import numpy as np
 import pyro.infer
 import torch
 
+from pyrogen import compat
 from pyrogen.inference.mcmc.result import MCMCResult
 
 __all__ = ["PyroStatsRecorder", "to_arviz"]
@@ -87,7 +88,7 @@ class _Recording:
         draws = self.draws
         draws["acceptance_rate"].append(min(max(accept, 0.0), 1.0))  # rounding only
         draws["step_size"].append(float(kernel.step_size))
-        draws["lp"].append(-float(kernel._potential_energy_last))
+        draws["lp"].append(-compat.hmc_potential_energy(kernel))
         draws["energy"].append(self.energy)
         if self.nuts:
             draws["n_steps"].append(self.num_leapfrog)
@@ -111,22 +112,22 @@ class _Recording:
 # functions under functools.partial, so a recorded kernel still pickles (spawned workers).
 def _recorded_sample(kernel: Any, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     recording: _Recording = getattr(kernel, _RECORDING)
-    recording.start(kernel._mean_accept_prob)
+    recording.start(compat.hmc_mean_accept_prob(kernel))
     try:
         return type(kernel).sample(kernel, params)
     finally:
         recording.in_transition = False
-        recording.mean_after = float(kernel._mean_accept_prob)
+        recording.mean_after = compat.hmc_mean_accept_prob(kernel)
 
 
 def _recorded_kinetic_energy(kernel: Any, r_unscaled: dict[Any, torch.Tensor]) -> Any:
-    kinetic = type(kernel)._kinetic_energy(kernel, r_unscaled)
+    kinetic = compat.hmc_kinetic_energy(kernel, r_unscaled)
     recording: _Recording = getattr(kernel, _RECORDING)
     if recording.in_transition:
         if recording.energy is None:
             # The first call of a transition is on the momentum just drawn, at the state
             # cached from the last draw: Pyro's `energy_current`, the same sum in the same order.
-            recording.energy = float(kinetic + kernel._potential_energy_last)
+            recording.energy = float(kinetic + compat.hmc_potential_energy(kernel))
         else:  # HMC: the proposal; NUTS: one call per leapfrog step (_build_basetree)
             recording.num_leapfrog += 1
     return kinetic
@@ -136,7 +137,7 @@ def _recorded_build_tree(kernel: Any, *args: Any, **kwargs: Any) -> Any:
     recording: _Recording = getattr(kernel, _RECORDING)
     recording.nesting += 1
     try:
-        tree = type(kernel)._build_tree(kernel, *args, **kwargs)
+        tree = compat.nuts_build_tree(kernel, *args, **kwargs)
     finally:
         recording.nesting -= 1
     # NUTS.sample counts a doubling only when the new subtree neither turns nor diverges:
@@ -158,8 +159,8 @@ def _recorded_diagnostics(kernel: Any) -> dict[str, Any]:
 
 _RECORDED: dict[str, Callable[..., Any]] = {
     "sample": _recorded_sample,
-    "_kinetic_energy": _recorded_kinetic_energy,
-    "_build_tree": _recorded_build_tree,
+    compat.HMC_KINETIC_ENERGY: _recorded_kinetic_energy,
+    compat.NUTS_BUILD_TREE: _recorded_build_tree,
     "diagnostics": _recorded_diagnostics,
 }
 
@@ -236,7 +237,7 @@ class PyroStatsRecorder:
         nuts = isinstance(kernel, pyro.infer.NUTS)
         setattr(kernel, _RECORDING, _Recording(nuts))
         for name, recorded in _RECORDED.items():
-            if name != "_build_tree" or nuts:
+            if name != compat.NUTS_BUILD_TREE or nuts:
                 setattr(kernel, name, functools.partial(recorded, kernel))
         self.kernel = kernel
 
@@ -268,7 +269,7 @@ def _from_dict(groups: dict[str, dict[str, np.ndarray]], **kwargs: Any) -> Any:
 
 
 def _pyro_stats(mcmc: pyro.infer.MCMC) -> dict[str, np.ndarray]:
-    recorded: list[Any] = list(mcmc._diagnostics)
+    recorded: list[Any] = compat.mcmc_diagnostics(mcmc)
     per_chain = [d for d in recorded if d is not None]
     num_chains, num_samples = mcmc.num_chains, mcmc.num_samples
     if per_chain and all("pyrogen_stats" in d for d in per_chain):
