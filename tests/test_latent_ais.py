@@ -69,3 +69,18 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="constrained"):
         ais_log_likelihood(constrained, x, num_steps=2)
     assert math.isfinite(ais_log_likelihood(model, x, num_steps=3, num_chains=2).mean)
+
+
+def test_starting_at_the_exact_posterior_every_weight_is_log_p_x() -> None:
+    """Exact identity: with r the posterior, log p(x, z) - log r(z) = log p(x) for every z,
+    so every run's weight is the evidence, whatever the temperatures."""
+    model = ConjugateGaussian(dim=2, prior_loc=0.3, prior_scale=1.0, obs_scale=0.5)
+    x = torch.randn(6, 2)
+    loc, sd = model.posterior(x)
+    out = ais_log_likelihood(
+        model, x, num_chains=4, num_steps=5, start=(loc.detach(), sd.expand(6, 2).detach())
+    )
+    truth = model.log_marginal(x).detach().expand(4, 6)
+    torch.testing.assert_close(out.log_weights, truth, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="start must be"):
+        ais_log_likelihood(model, x, num_steps=2, start=(loc[:3], sd.expand(3, 2)))

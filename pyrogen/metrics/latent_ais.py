@@ -4,7 +4,8 @@ Annealed Importance Sampling (Neal, 2001), https://arxiv.org/abs/physics/9803008
 evaluation of latent-variable models in On the Quantitative Analysis of Decoder-Based
 Generative Models (Wu et al., 2017), https://arxiv.org/abs/1611.04273, and in the AVB
 paper's code. For each data point :math:`x_n` the chains move from the prior
-:math:`p(z)` to the posterior through :math:`f_\beta(z) = p(z)\,p(x_n \mid z)^\beta`,
+:math:`p(z)` (or a Gaussian :math:`r(z)`, ``start``) to the posterior through
+:math:`f_\beta(z) = p(z)\,p(x_n \mid z)^\beta` (or :math:`r^{1-\beta} p(x_n, z)^\beta`),
 :math:`0 = \beta_0 < \dots < \beta_T = 1`, with HMC transitions that leave each
 :math:`f_{\beta_t}` invariant; the log-weight is
 :math:`\sum_t (\beta_t - \beta_{t-1}) \log p(x_n \mid z_{t-1})`. Its exponential is unbiased
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
@@ -89,11 +91,42 @@ def _latent_layout(model: Callable[..., Any], data: Tensor) -> list[tuple[str, t
 class _Target:
     """``log p(z)`` and ``log p(x | z)`` per (chain, point) for latents ``(C, n, d)``."""
 
-    def __init__(self, model: Callable[..., Any], data: Tensor, num_chains: int) -> None:
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        data: Tensor,
+        num_chains: int,
+        start: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
         self.model, self.data, self.c, self.n = model, data, num_chains, data.shape[0]
         self.layout = _latent_layout(model, data)
         self.sizes = [max(1, math.prod(shape)) for _, shape in self.layout]
         self.dim = sum(self.sizes)
+        self.start = None
+        if start is not None:
+            loc, scale = (torch.as_tensor(t, dtype=data.dtype, device=data.device) for t in start)
+            if loc.shape != (self.n, self.dim) or scale.shape != (self.n, self.dim):
+                raise ValueError(
+                    f"start must be (loc, scale), each of shape {(self.n, self.dim)}: a "
+                    "diagonal Gaussian per data point over its flattened latents"
+                )
+            if not bool((scale > 0).all()):
+                raise ValueError("start's scale must be positive")
+            self.start = dist.Normal(loc, scale).to_event(1)
+
+    def log_parts(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(log of the start density, log p(x, z))``, each ``(C, n)``; the start is the
+        prior unless a Gaussian was given."""
+        prior, lik = self.log_densities(z)
+        if self.start is None:
+            return prior, prior + lik
+        return self.start.log_prob(z.reshape(self.c, self.n, self.dim)), prior + lik
+
+    def draw_start(self) -> Tensor:
+        if self.start is None:
+            return self.draw_prior()
+        draws = self.start.sample(torch.Size([self.c]))
+        return draws.reshape(self.c * self.n, self.dim)
 
     def _values(self, z: Tensor) -> dict[str, Tensor]:
         parts = z.reshape(self.c, self.n, self.dim).split(self.sizes, -1)
@@ -141,6 +174,7 @@ def ais_log_likelihood(
     num_leapfrog: int = 10,
     step_size: float = 0.05,
     target_accept: float | None = 0.65,
+    start: tuple[Tensor, Tensor] | None = None,
     reverse_from: Tensor | None = None,
     step_sizes: Tensor | None = None,
     progress: bool = False,
@@ -162,6 +196,10 @@ def ais_log_likelihood(
             keeps ``step_size`` throughout.
         step_sizes: a schedule ``(num_steps, n)`` to use instead (from another run's
             result), forward order.
+        start: ``(loc, scale)``, each ``(n, d)``: anneal from this diagonal Gaussian per data
+            point (e.g. fitted to guide samples) instead of the prior; the closer to the
+            posterior, the fewer temperatures are needed (at the exact posterior one is
+            exact).
         reverse_from: exact posterior draws ``(num_chains, n, d)`` (the latents of a row
             flattened and concatenated in the model's order): run the schedule backwards
             from them, for the upper side.
@@ -175,7 +213,7 @@ def ais_log_likelihood(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(data, Tensor) or data.dim() < 1 or data.shape[0] == 0:
         raise ValueError("data must be a tensor of rows (n, ...) with n >= 1")
-    target = _Target(model, data, num_chains)
+    target = _Target(model, data, num_chains, start)
     n = data.shape[0]
     betas = torch.linspace(0.0, 1.0, num_steps + 1, dtype=data.dtype, device=data.device)
     if step_sizes is None:
@@ -184,7 +222,7 @@ def ais_log_likelihood(
         else:  # a pilot forward run tunes the schedule, which the real runs then keep fixed
             pilot = _anneal(
                 target,
-                target.draw_prior().to(data),
+                target.draw_start().to(data),
                 betas,
                 step_size,
                 num_leapfrog,
@@ -204,10 +242,10 @@ def ais_log_likelihood(
             raise ValueError(
                 f"reverse_from must have shape {expected}, got {tuple(reverse_from.shape)}"
             )
-        start = reverse_from.reshape(-1, target.dim).to(data)
+        exact = reverse_from.reshape(-1, target.dim).to(data)
         log_w, accepted, _ = _anneal(
             target,
-            start,
+            exact,
             betas.flip(0),
             step_size,
             num_leapfrog,
@@ -218,7 +256,7 @@ def ais_log_likelihood(
     else:
         log_w, accepted, _ = _anneal(
             target,
-            target.draw_prior().to(data),
+            target.draw_start().to(data),
             betas,
             step_size,
             num_leapfrog,
@@ -272,13 +310,13 @@ def _anneal(
     num_steps = betas.numel() - 1
     for t in tqdm(range(1, num_steps + 1), disable=not progress, desc="AIS"):
         with torch.no_grad():
-            _, lik = target.log_densities(z)
-        log_w = log_w + (betas[t] - betas[t - 1]) * lik.reshape(-1)
+            log_base, log_joint = target.log_parts(z)
+        log_w = log_w + (betas[t] - betas[t - 1]) * (log_joint - log_base).reshape(-1)
         beta = betas[t]
 
         def potential(flat: Tensor, beta: Tensor = beta) -> Tensor:
-            prior, lik = target.log_densities(flat)
-            return -(prior + beta * lik).reshape(-1)
+            log_base, log_joint = target.log_parts(flat)
+            return -((1 - beta) * log_base + beta * log_joint).reshape(-1)
 
         if step_sizes is not None:
             eps = step_sizes[t - 1].to(z).expand(c, n).reshape(-1)
