@@ -86,3 +86,13 @@ def test_gan_modes_smoke(tmp_path: Path) -> None:
     assert "PacGAN Table 1" in text and "Claim (c)" in text
     assert (tmp_path / "gan_modes_samples.png").stat().st_size > 0
     assert (tmp_path / "gan_modes_wasserstein_mmd.png").stat().st_size > 0
+
+
+def test_avb_toy_smoke(tmp_path: Path) -> None:
+    _run("avb_toy.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path))
+    result = json.loads((tmp_path / "avb_toy.json").read_text())
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
+    for r in result["runs"]:
+        for kind in ("avb", "vae"):
+            assert r[kind]["expected_log_likelihood"] < 0, (r["seed"], kind)
+    assert (tmp_path / "avb_toy.md").read_text().startswith("# AVB on the four-point toy")
