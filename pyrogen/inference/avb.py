@@ -78,7 +78,7 @@ from torch import Tensor, nn
 from pyrogen.compat import is_subsample
 from pyrogen.inference import critic as losses
 from pyrogen.inference.densities import per_row, site_log_prob_per_row
-from pyrogen.inference.objective import FromIterable, Objective, frozen
+from pyrogen.inference.objective import FromIterable, Objective, check_int, frozen
 
 __all__ = ["AVB", "AVBLosses", "implicit_sample"]
 
@@ -219,11 +219,7 @@ class AVB(Objective):
         self.adaptive_contrast = bool(adaptive_contrast)
         self.contrast_particles = contrast_particles if adaptive_contrast else 1
         self.critic = self.add_player("critic", critic, role="critic")
-        if isinstance(critic_steps, bool) or not isinstance(critic_steps, int):
-            raise TypeError(f"critic_steps must be an int, got {critic_steps!r}")
-        if critic_steps < 1:
-            raise ValueError(f"critic_steps must be at least 1, got {critic_steps}")
-        self.critic_steps = critic_steps
+        self.critic_steps = check_int("critic_steps", critic_steps, 1)
         self.stats: dict[str, float] = {}
 
     def steps_per_iteration(self) -> dict[str, int]:

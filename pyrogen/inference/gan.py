@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from pyrogen.compat import is_unconditioned_deterministic
 from pyrogen.inference import critic as losses
-from pyrogen.inference.objective import FromIterable, Objective
+from pyrogen.inference.objective import FromIterable, Objective, check_int
 from pyrogen.inference.objective import frozen as freeze  # _score's flag is named frozen
 
 __all__ = ["GAN", "WGAN", "WGANGP", "GANLosses", "HingeGAN", "generate"]
@@ -136,11 +136,7 @@ class Adversarial(Objective):
         if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
             raise ValueError(f"pack must be a positive int, got {pack!r}")
         if critic_steps is not None:
-            if isinstance(critic_steps, bool) or not isinstance(critic_steps, int):
-                raise TypeError(f"critic_steps must be an int, got {critic_steps!r}")
-            if critic_steps < 1:
-                raise ValueError(f"critic_steps must be at least 1, got {critic_steps}")
-            self.critic_steps = critic_steps
+            self.critic_steps = check_int("critic_steps", critic_steps, 1)
         self.data_site = data_site
         self.pack = pack
         self.stats: dict[str, float] = {}

@@ -72,6 +72,16 @@ def _as_float(loss: Any) -> Any:
     return _item(loss)
 
 
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else a clear error
+    naming ``name``: the check every count an objective or the trainer takes goes through."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
 class FromIterable:
     """Mixin for a NamedTuple of named losses: it can also be built from one iterable, as
     Pyro's SVI rebuilds tuple losses (``type(loss)(map(...))``). Put it first:

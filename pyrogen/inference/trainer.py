@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pyrogen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pyrogen.inference.objective import Objective, empty_guide
+from pyrogen.inference.objective import Objective, check_int, empty_guide
 from pyrogen.warnings import PyrogenWarning
 
 __all__ = ["Trainer"]
@@ -70,14 +70,6 @@ class _DeferredInterrupt:
     def __exit__(self, *exc: Any) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
 Transform = Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]]
@@ -141,11 +133,11 @@ class Trainer:
             )
         self.steps = dict(objective.steps_per_iteration()) | dict(steps or {})
         for role, n in self.steps.items():
-            _check_int(f"steps[{role!r}]", n, 1)
+            check_int(f"steps[{role!r}]", n, 1)
         self._optimizer_specs = dict(optimizers or {})
         self.modules = dict(modules or {})
         self.checkpoint = checkpoint
-        self.checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+        self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
         self.callback = callback
         self.epoch_callback = epoch_callback
         self.progress = progress
@@ -302,14 +294,14 @@ class Trainer:
             raise ValueError(f"data tensors differ in length: {[t.shape[0] for t in data_t]}")
         if (num_iterations is None) == (num_epochs is None):
             raise ValueError("give one budget: num_iterations or num_epochs")
-        total = _check_int(
+        total = check_int(
             "num_iterations" if num_epochs is None else "num_epochs",
             num_iterations if num_epochs is None else num_epochs,
             0,
         )
         if batch_size is None:
             raise TypeError("fit needs batch_size")
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} exceeds the {n} rows of data")
         resumed = False
