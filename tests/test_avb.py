@@ -318,3 +318,35 @@ def test_adaptive_contrast_recovers_the_conjugate_posterior() -> None:
     against 0.4472 in our runs)."""
     avb = AVB(ConjugateCritic(), critic_steps=2, adaptive_contrast=True, contrast_particles=64)
     _recovers_the_conjugate_posterior(avb, batch_size=50)
+
+
+def positive_model(x: torch.Tensor) -> None:
+    """``model`` with its latent written as s = exp(z) > 0: the same model in other
+    coordinates."""
+    with pyro.plate("data", x.shape[0]):
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0).expand([1]).to_event(1))
+        pyro.sample("x", dist.Normal(s.log(), OBS).to_event(1), obs=x)
+
+
+def positive_guide(x: torch.Tensor) -> None:
+    with pyro.plate("data", x.shape[0]):
+        eps = torch.randn(x.shape[0], 1)
+        implicit_sample("s", (M + S * eps).exp(), event_dim=1)
+
+
+@pytest.mark.parametrize("adaptive_contrast", [False, True])
+def test_a_positive_latent_enters_in_unconstrained_coordinates(adaptive_contrast: bool) -> None:
+    """The critic sees log s and the densities are those of log s, so the model written in
+    s and its guide give both losses of the model written in z = log s (exact identity at a
+    fixed seed, prior draws included)."""
+    critic = Quadratic()
+    with torch.no_grad():
+        critic.coef.copy_(torch.tensor([0.1, 0.3, -0.4]))
+    avb = AVB(critic, adaptive_contrast=adaptive_contrast, contrast_particles=3)
+    x = torch.randn(9, 1)
+    torch.manual_seed(5)
+    on_s = avb.differentiable_loss(positive_model, positive_guide, x)
+    torch.manual_seed(5)
+    on_z = avb.differentiable_loss(model, fixed_guide, x)
+    torch.testing.assert_close(on_s.model, on_z.model)
+    torch.testing.assert_close(on_s.critic, on_z.critic)

@@ -35,7 +35,14 @@ objectives and :func:`~pyrogen.metrics.log_likelihood` refuse such a guide;
 
 Every latent site of the model must sit in the data plate (one latent per data row); the
 critic sees the rows ``x`` and the latents of a row flattened and concatenated in the
-model's order, ``z`` of shape ``(n, d)``.
+model's order, ``z`` of shape ``(n, d)``. A constrained latent (a positive scale, a simplex)
+enters in unconstrained coordinates, Pyro's ``biject_to(support)`` as HMC uses: ``z`` is
+then the log of a scale, and every density above is the one of the unconstrained latents
+(the site's density plus ``log |det J|``), so the critic learns a density on the whole
+space, and adaptive contrast standardises a symmetric-looking variable rather than a
+skewed positive one. The ELBO is the same in either coordinates. A Bayesian model with
+global latents fits as one data row (``x`` of shape ``(1, ...)``, the latents in a data
+plate of size 1) with adaptive contrast: the row is repeated ``contrast_particles`` times.
 
 Example:
     >>> import pyro, pyro.distributions as dist, torch
@@ -72,8 +79,10 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.distributions import constraints
 from pyro.poutine.trace_struct import Trace
 from torch import Tensor, nn
+from torch.distributions import biject_to
 
 from pyrogen.compat import is_subsample
 from pyrogen.inference import critic as losses
@@ -126,11 +135,32 @@ def _standard_normal(u: Tensor) -> Tensor:
     return -0.5 * (u**2).sum(-1) - 0.5 * u.shape[-1] * math.log(2 * math.pi)
 
 
-def _rows(name: str, site: Any, n: int, k: int) -> Tensor:
-    """A latent site's value as ``(K, n, d)``: particles, data rows, the row's values (the
-    rows were repeated particle-major, ``K n`` of them)."""
-    value, event = site["value"], site["fn"].event_dim
-    return per_row(name, site, value, k * n, event).reshape(k, n, -1)
+def _unconstrained_rows(name: str, site: Any, n: int, k: int) -> tuple[Tensor, Tensor]:
+    """A latent site's value in unconstrained coordinates as ``(K, n, d)`` (particles, data
+    rows, the row's values; the rows were repeated particle-major, ``K n`` of them), and
+    ``log |det J|`` of the map back to the site's support per particle and row, ``(K, n)``.
+    The map is Pyro's ``biject_to(support)``, as HMC uses; a real latent is its own value."""
+    fn, value = site["fn"], site["value"]
+    if fn.support is constraints.real or (
+        isinstance(fn.support, constraints.independent)
+        and fn.support.base_constraint is constraints.real
+    ):
+        rows = per_row(name, site, value, k * n, fn.event_dim).reshape(k, n, -1)
+        return rows, value.new_zeros(k, n)
+    transform = biject_to(fn.support)
+    u = transform.inv(value)
+    log_det = transform.log_abs_det_jacobian(u, value)
+    site_event = fn.event_dim - transform.codomain.event_dim  # event dims left in log_det
+    u_event = transform.domain.event_dim + site_event
+    rows = per_row(name, site, u, k * n, u_event).reshape(k, n, -1)
+    return rows, per_row(name, site, log_det, k * n, site_event).sum(1).reshape(k, n)
+
+
+def _latents(sites: list[tuple[str, Any]], n: int, k: int) -> tuple[Tensor, Tensor]:
+    """The latents of each particle and row, unconstrained and concatenated in the model's
+    order, ``(K, n, d)``, and the summed ``log |det J|``, ``(K, n)``."""
+    parts = [_unconstrained_rows(name, site, n, k) for name, site in sites]
+    return torch.cat([z for z, _ in parts], -1), _total([j for _, j in parts])
 
 
 def _log_prob_rows(name: str, site: Any, n: int, k: int) -> Tensor:
@@ -254,9 +284,10 @@ class AVB(Objective):
             for name, site in model_trace.nodes.items()
             if site["type"] == "sample" and not is_subsample(site["fn"])
         ]
-        log_joint = _total([_log_prob_rows(name, site, n, k) for name, site in sites])
-        log_prior = _total([_log_prob_rows(name, site, n, k) for name, site in latent])
-        z = torch.cat([_rows(name, site, n, k) for name, site in latent], -1)
+        # Densities of the unconstrained latents: the site densities plus log |det J|.
+        z, log_det = _latents(latent, n, k)
+        log_joint = _total([_log_prob_rows(name, site, n, k) for name, site in sites]) + log_det
+        log_prior = _total([_log_prob_rows(name, site, n, k) for name, site in latent]) + log_det
         if self.adaptive_contrast:
             eps = torch.randn_like(z)
             return _Pass(z, log_joint, log_prior, eps, _standard_normal(eps))
@@ -264,9 +295,10 @@ class AVB(Objective):
         with torch.no_grad(), poutine.block():
             prior_trace = poutine.trace(model).get_trace(*args, **kwargs)
         prior_latent = _latent_sites(prior_trace)
-        z_prior = torch.cat([_rows(name, site, n, 1) for name, site in prior_latent], -1)
         with torch.no_grad():
+            z_prior, log_det_prior = _latents(prior_latent, n, 1)
             log_p = _total([_log_prob_rows(name, site, n, 1) for name, site in prior_latent])
+            log_p = log_p + log_det_prior
         return _Pass(z, log_joint, log_prior, z_prior, log_p)
 
     def _score(self, x: Tensor, z: Tensor) -> Tensor:
