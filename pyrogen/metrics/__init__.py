@@ -14,10 +14,19 @@ from pyrogen.metrics.ais import (
 )
 from pyrogen.metrics.arviz import PyroStatsRecorder, to_arviz
 from pyrogen.metrics.likelihood import LogLikelihood, active_units, log_likelihood
-from pyrogen.metrics.sample_quality import MMD, ModeCoverage, median_bandwidth, mmd, mode_coverage
+from pyrogen.metrics.sample_quality import (
+    MMD,
+    EnergyDistance,
+    ModeCoverage,
+    energy_distance,
+    median_bandwidth,
+    mmd,
+    mode_coverage,
+)
 
 __all__ = [
     "AISResult",
+    "EnergyDistance",
     "LogLikelihood",
     "MMD",
     "ModeCoverage",
@@ -28,6 +37,7 @@ __all__ = [
     "base_log_partition",
     "base_rate_bias",
     "default_betas",
+    "energy_distance",
     "exact_samples",
     "log_likelihood",
     "median_bandwidth",
