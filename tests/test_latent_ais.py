@@ -61,13 +61,13 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="reverse_from must have shape"):
         ais_log_likelihood(model, x, num_steps=2, reverse_from=torch.zeros(3, 4, 2))
 
-    def constrained(v: torch.Tensor) -> None:
+    def discrete(v: torch.Tensor) -> None:
         with pyro.plate("data", v.shape[0]):
-            s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(torch.zeros(2), s.unsqueeze(-1)).to_event(1), obs=v)
+            k = pyro.sample("k", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(k.unsqueeze(-1), 1.0).to_event(1), obs=v)
 
-    with pytest.raises(ValueError, match="constrained"):
-        ais_log_likelihood(constrained, x, num_steps=2)
+    with pytest.raises(ValueError, match="discrete"):
+        ais_log_likelihood(discrete, x, num_steps=2)
     assert math.isfinite(ais_log_likelihood(model, x, num_steps=3, num_chains=2).mean)
 
 
@@ -84,3 +84,28 @@ def test_starting_at_the_exact_posterior_every_weight_is_log_p_x() -> None:
     torch.testing.assert_close(out.log_weights, truth, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="start must be"):
         ais_log_likelihood(model, x, num_steps=2, start=(loc[:3], sd.expand(3, 2)))
+
+
+def positive_model(v: torch.Tensor) -> None:
+    """The conjugate model of the test above written in s = exp(u) > 0."""
+    with pyro.plate("data", v.shape[0]):
+        s = pyro.sample("s", dist.LogNormal(0.3, 1.0).expand([2]).to_event(1))
+        pyro.sample("x", dist.Normal(s.log(), 0.5).to_event(1), obs=v)
+
+
+def test_a_positive_latent_is_annealed_in_unconstrained_coordinates() -> None:
+    """Exact identity: in u = log s the model is the conjugate Gaussian, so started at its
+    posterior over u every weight is log p(x), which only holds when the prior density
+    carries log |det J| (without it every weight is off by sum u)."""
+    conjugate = ConjugateGaussian(dim=2, prior_loc=0.3, prior_scale=1.0, obs_scale=0.5)
+    x = torch.randn(6, 2)
+    loc, sd = conjugate.posterior(x)
+    out = ais_log_likelihood(
+        positive_model,
+        x,
+        num_chains=4,
+        num_steps=5,
+        start=(loc.detach(), sd.expand(6, 2).detach()),
+    )
+    truth = conjugate.log_marginal(x).detach().expand(4, 6)
+    torch.testing.assert_close(out.log_weights, truth, rtol=0, atol=1e-4)

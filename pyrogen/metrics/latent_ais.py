@@ -16,8 +16,10 @@ Grosse et al. 2015, https://arxiv.org/abs/1511.02543) it bounds :math:`\log p(x_
 
 Chains and data points are tensor dimensions: every (chain, point) pair is one HMC chain of
 the kernel in :mod:`pyrogen.inference.mcmc.hmc`, each with its own step size, adapted
-towards an acceptance of 0.65 as the AVB evaluation code does. This first version takes
-real-valued latent sites inside one data plate (dim -1); constrained latents are refused.
+towards an acceptance of 0.65 as the AVB evaluation code does. The latent sites sit inside
+one data plate (dim -1); constrained ones (a positive scale, a simplex) are annealed in
+unconstrained coordinates, Pyro's ``biject_to(support)`` as its HMC does, with the prior's
+density there (times ``|det J|``), which leaves :math:`p(x_n)` unchanged.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import constraints
 from torch import Tensor
+from torch.distributions import Transform, biject_to
 from tqdm.auto import tqdm
 
 from pyrogen.compat import is_subsample
@@ -66,7 +68,14 @@ class LatentAIS(NamedTuple):
     step_sizes: Tensor
 
 
-def _latent_layout(model: Callable[..., Any], data: Tensor) -> list[tuple[str, torch.Size]]:
+class _Site(NamedTuple):
+    name: str
+    shape: torch.Size  # the site's event shape, constrained
+    transform: Transform  # unconstrained -> the site's support (Pyro's biject_to)
+    size: int  # length of the flattened unconstrained event
+
+
+def _latent_layout(model: Callable[..., Any], data: Tensor) -> list[_Site]:
     with torch.no_grad(), poutine.block():
         trace = poutine.trace(model).get_trace(data)
     layout = []
@@ -75,14 +84,15 @@ def _latent_layout(model: Callable[..., Any], data: Tensor) -> list[tuple[str, t
         if site["type"] != "sample" or site["is_observed"] or is_subsample(site["fn"]):
             continue
         fn: Any = site["fn"]
-        base = getattr(fn.support, "base_constraint", fn.support)
-        if base is not constraints.real:
-            raise ValueError(f"latent site '{name}' is constrained: AIS here takes real latents")
+        if fn.support.is_discrete:
+            raise ValueError(f"latent site '{name}' is discrete: AIS here takes continuous ones")
         if not any(f.dim == -1 and f.size == n for f in site["cond_indep_stack"]):
             raise ValueError(
                 f"latent site '{name}' must sit in the data plate of size {n} (dim -1)"
             )
-        layout.append((name, fn.event_shape))
+        transform = biject_to(fn.support)
+        size = max(1, math.prod(transform.inv.forward_shape(fn.event_shape)))
+        layout.append(_Site(name, fn.event_shape, transform, size))
     if not layout:
         raise ValueError("the model has no latent site: its log p(x) needs no AIS")
     return layout
@@ -100,7 +110,7 @@ class _Target:
     ) -> None:
         self.model, self.data, self.c, self.n = model, data, num_chains, data.shape[0]
         self.layout = _latent_layout(model, data)
-        self.sizes = [max(1, math.prod(shape)) for _, shape in self.layout]
+        self.sizes = [site.size for site in self.layout]
         self.dim = sum(self.sizes)
         self.start = None
         if start is not None:
@@ -128,21 +138,29 @@ class _Target:
         draws = self.start.sample(torch.Size([self.c]))
         return draws.reshape(self.c * self.n, self.dim)
 
-    def _values(self, z: Tensor) -> dict[str, Tensor]:
+    def _values(self, z: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The sites' values from unconstrained latents, and ``log |det J|`` ``(C, n)``."""
         parts = z.reshape(self.c, self.n, self.dim).split(self.sizes, -1)
-        return {
-            name: part.reshape(self.c, self.n, *shape)
-            for (name, shape), part in zip(self.layout, parts, strict=True)
-        }
+        values = {}
+        log_det = z.new_zeros(self.c, self.n)
+        for site, part in zip(self.layout, parts, strict=True):
+            u = part.reshape(self.c, self.n, *site.transform.inv.forward_shape(site.shape))
+            value = site.transform(u)
+            values[site.name] = value
+            jac = site.transform.log_abs_det_jacobian(u, value)
+            log_det = log_det + jac.reshape(self.c, self.n, -1).sum(-1)
+        return values, log_det
 
     def log_densities(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(log prior, log likelihood)``, each ``(C, n)``."""
-        conditioned = poutine.condition(self.model, data=self._values(z))
+        """``(log prior, log likelihood)``, each ``(C, n)``; the prior is the density of the
+        unconstrained latents (the sites' densities times ``|det J|``)."""
+        values, log_det = self._values(z)
+        conditioned = poutine.condition(self.model, data=values)
         with pyro.plate("ais_chains", self.c, dim=-2), poutine.block():
             trace = poutine.trace(conditioned).get_trace(self.data)
-        prior = torch.zeros(self.c, self.n, dtype=z.dtype, device=z.device)
+        prior = log_det
         lik = torch.zeros_like(prior)
-        latent = {name for name, _ in self.layout}
+        latent = {site.name for site in self.layout}
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or is_subsample(site["fn"]):
                 continue
@@ -157,11 +175,11 @@ class _Target:
     def draw_prior(self) -> Tensor:
         with torch.no_grad(), pyro.plate("ais_chains", self.c, dim=-2), poutine.block():
             trace = poutine.trace(self.model).get_trace(self.data)
-        values: list[Any] = [trace.nodes[name]["value"] for name, _ in self.layout]
-        parts = [
-            torch.broadcast_to(v, (self.c, self.n, *shape)).reshape(self.c, self.n, -1)
-            for v, (_, shape) in zip(values, self.layout, strict=True)
-        ]
+        parts = []
+        for site in self.layout:
+            value: Any = trace.nodes[site.name]["value"]
+            value = torch.broadcast_to(value, (self.c, self.n, *site.shape))
+            parts.append(site.transform.inv(value).reshape(self.c, self.n, -1))
         return torch.cat(parts, -1).reshape(self.c * self.n, self.dim)
 
 
@@ -182,7 +200,7 @@ def ais_log_likelihood(
     r"""AIS estimate of :math:`\log p(x_n)` for every row of ``data``.
 
     Args:
-        model: a Pyro program ``model(x)`` whose latent sites (real-valued) and observed
+        model: a Pyro program ``model(x)`` whose latent sites (continuous) and observed
             sites sit in a data plate over the rows of ``x`` at dim -1.
         data: rows ``(n, ...)``.
         num_chains: AIS runs per data point (the AVB evaluation code uses 5 to 8).
@@ -197,12 +215,13 @@ def ais_log_likelihood(
         step_sizes: a schedule ``(num_steps, n)`` to use instead (from another run's
             result), forward order.
         start: ``(loc, scale)``, each ``(n, d)``: anneal from this diagonal Gaussian per data
-            point (e.g. fitted to guide samples) instead of the prior; the closer to the
+            point over the unconstrained latents (e.g. fitted to guide samples) instead of
+            the prior; the closer to the
             posterior, the fewer temperatures are needed (at the exact posterior one is
             exact).
-        reverse_from: exact posterior draws ``(num_chains, n, d)`` (the latents of a row
-            flattened and concatenated in the model's order): run the schedule backwards
-            from them, for the upper side.
+        reverse_from: exact posterior draws ``(num_chains, n, d)`` (the latents of a row in
+            unconstrained coordinates, e.g. the log of a scale, flattened and concatenated
+            in the model's order): run the schedule backwards from them, for the upper side.
         progress: show a progress bar over the temperatures.
 
     Returns:
