@@ -96,3 +96,18 @@ def test_avb_toy_smoke(tmp_path: Path) -> None:
         for kind in ("avb", "vae"):
             assert r[kind]["expected_log_likelihood"] < 0, (r["seed"], kind)
     assert (tmp_path / "avb_toy.md").read_text().startswith("# AVB on the four-point toy")
+
+
+def test_avb_eight_schools_smoke(tmp_path: Path) -> None:
+    _run("avb_eight_schools.py", "--out", str(tmp_path), "--figure", str(tmp_path))
+    result = json.loads((tmp_path / "avb_eight_schools.json").read_text())
+    assert set(result["fits"]) == {
+        "mean-field",
+        "full-rank",
+        "avb-ac seed 0",
+        "avb-ac seed 1",
+        "avb-ac seed 2",
+    }
+    for fit in result["fits"].values():
+        assert set(fit["mean_error"]) == {"mu", "tau"} | {f"theta_{j}" for j in range(1, 9)}
+    assert (tmp_path / "avb_eight_schools.png").stat().st_size > 0
