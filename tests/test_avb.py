@@ -297,7 +297,7 @@ def test_adaptive_contrast_standardises_each_row_and_uses_log_r() -> None:
     losses = avb.differentiable_loss(model, fixed_guide, x)
     torch.manual_seed(3)
     z = (M + S * torch.randn(36, 1)).reshape(4, 9, 1)  # rows repeated particle-major
-    u, log_sigma = avb._standardised(z)
+    u, log_sigma = avb._standardised(z, None)
     torch.testing.assert_close(u.mean(0), torch.zeros(9, 1), atol=1e-6, rtol=0)
     torch.testing.assert_close(u.std(0), torch.ones(9, 1))
     mu, sigma = z.mean(0), z.std(0)
@@ -307,8 +307,58 @@ def test_adaptive_contrast_standardises_each_row_and_uses_log_r() -> None:
         - dist.Normal(mu, sigma).log_prob(z).sum(-1)
     ).mean(0)
     torch.testing.assert_close(losses.model, -elbo.sum())
-    with pytest.raises(ValueError, match="at least 2"):
-        AVB(critic, adaptive_contrast=True, contrast_particles=1)
+    with pytest.raises(ValueError, match="contrast_particles >= 2"):
+        AVB(critic, adaptive_contrast=True, contrast_particles=1).loss(model, fixed_guide, x)
+
+
+def guide_with_moments(x: torch.Tensor) -> None:
+    """The fixed N(M, S^2) guide, telling its mean and sd."""
+    with pyro.plate("data", x.shape[0]):
+        eps = torch.randn(x.shape[0], 1)
+        moments = (torch.tensor([M]), torch.tensor([S]))
+        implicit_sample("z", M + S * eps, event_dim=1, moments=moments)
+
+
+def test_adaptive_contrast_uses_the_guides_own_moments() -> None:
+    """Exact identity at a fixed seed, one draw per row: standardised by the exact M and S
+    the stand-in for log q(z|x) is log N(z; M, S^2) itself, so the model loss is minus the
+    exact ELBO."""
+    critic = Quadratic()
+    with torch.no_grad():
+        critic.coef.copy_(torch.tensor([-0.5 * math.log(2 * math.pi), 0.0, -0.5]))
+    avb = AVB(critic, adaptive_contrast=True, contrast_particles=1)
+    x = torch.randn(9, 1)
+    torch.manual_seed(4)
+    losses = avb.differentiable_loss(model, guide_with_moments, x)
+    torch.manual_seed(4)
+    z = M + S * torch.randn(9, 1)
+    elbo = (
+        dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        + dist.Normal(z, OBS).log_prob(x).sum(-1)
+        - dist.Normal(M, S).log_prob(z).sum(-1)
+    )
+    torch.testing.assert_close(losses.model, -elbo.sum())
+
+    def two_sites(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("a", dist.Normal(0.0, 1.0))
+            pyro.sample("s", dist.LogNormal(0.0, 1.0))
+
+    def partial(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            implicit_sample("a", torch.randn(x.shape[0]), moments=(torch.zeros(1), torch.ones(1)))
+            implicit_sample("s", torch.rand(x.shape[0]) + 0.5)
+
+    with pytest.raises(ValueError, match=r"not for \['s'\]"):
+        avb.loss(two_sites, partial, x)
+
+    def positive(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            implicit_sample("a", torch.randn(x.shape[0]), moments=(torch.zeros(1), torch.ones(1)))
+            implicit_sample("s", torch.rand(x.shape[0]) + 0.5, moments=(torch.ones(1),) * 2)
+
+    with pytest.raises(ValueError, match="'s' is constrained"):
+        avb.loss(two_sites, positive, x)
 
 
 @pytest.mark.slow
