@@ -111,3 +111,14 @@ def test_avb_eight_schools_smoke(tmp_path: Path) -> None:
     for fit in result["fits"].values():
         assert set(fit["mean_error"]) == {"mu", "tau"} | {f"theta_{j}" for j in range(1, 9)}
     assert (tmp_path / "avb_eight_schools.png").stat().st_size > 0
+
+
+def test_avb_mnist_smoke(tmp_path: Path) -> None:
+    _run("avb_mnist.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path))
+    result = json.loads((tmp_path / "avb_mnist.json").read_text())
+    rows = {r["row"]: r for r in result["rows"]}
+    assert len(rows) == 7
+    for name, r in rows.items():
+        assert r["ais"] < 0 and r["images"] == 20, name
+        assert ("is" in r) is name.startswith(("elbo", "iwae")), name
+    assert "AVB + AC - ELBO" in (tmp_path / "avb_mnist.md").read_text()
