@@ -117,6 +117,7 @@ def score(vae: Any, test: Tensor, job: dict[str, Any]) -> dict[str, Any]:
             num_steps=job["ais_steps"],
             num_leapfrog=10,
             start=start,
+            pilot_chains=job["ais_pilot_chains"],
         )
         per_point.append(out.per_point)
         mc.append(out.mc_stderr)
@@ -209,8 +210,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{args.avb_lr} (model, guide), {args.critic_steps} critic step(s) per step. Test "
         f"log-likelihood on the first {args.ais_images} test images (one fixed binarization) "
         f"by AIS: {args.ais_chains} chains, {args.ais_steps} linear temperatures, 10 leapfrog "
-        "steps, step sizes from a pilot run towards acceptance 0.65, started at a diagonal "
-        "Gaussian fitted to 64 guide draws per image (the encoder's own for the Gaussian "
+        f"steps, step sizes from a pilot run ({args.ais_pilot_chains} chains) towards "
+        "acceptance 0.65, started at a diagonal Gaussian fitted to 64 guide draws per image "
+        "(the encoder's own for the Gaussian "
         f"rows); IS: {args.is_samples} importance samples from the Gaussian guide. +- is "
         "the standard error over images; MC s.e. the Monte Carlo error of the AIS mean.",
         "",
@@ -266,6 +268,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--ais-batch", type=int, default=100)
     parser.add_argument("--ais-chains", type=int, default=5)
     parser.add_argument("--ais-steps", type=int, default=100)
+    parser.add_argument("--ais-pilot-chains", type=int, default=2)
     parser.add_argument("--is-samples", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "avb_mnist")
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "ais_batch",
         "ais_chains",
         "ais_steps",
+        "ais_pilot_chains",
         "is_samples",
     )
     jobs = [

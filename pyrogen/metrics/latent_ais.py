@@ -195,6 +195,7 @@ def ais_log_likelihood(
     start: tuple[Tensor, Tensor] | None = None,
     reverse_from: Tensor | None = None,
     step_sizes: Tensor | None = None,
+    pilot_chains: int | None = None,
     progress: bool = False,
 ) -> LatentAIS:
     r"""AIS estimate of :math:`\log p(x_n)` for every row of ``data``.
@@ -214,6 +215,8 @@ def ais_log_likelihood(
             keeps ``step_size`` throughout.
         step_sizes: a schedule ``(num_steps, n)`` to use instead (from another run's
             result), forward order.
+        pilot_chains: chains per data point in the pilot run (default ``num_chains``);
+            fewer make the pilot cheaper, and any fixed schedule keeps the estimate valid.
         start: ``(loc, scale)``, each ``(n, d)``: anneal from this diagonal Gaussian per data
             point over the unconstrained latents (e.g. fitted to guide samples) instead of
             the prior; the closer to the
@@ -227,7 +230,10 @@ def ais_log_likelihood(
     Returns:
         :class:`LatentAIS`.
     """
-    for name, value in (("num_chains", num_chains), ("num_steps", num_steps)):
+    if pilot_chains is None:
+        pilot_chains = num_chains
+    checks = (("num_chains", num_chains), ("num_steps", num_steps), ("pilot_chains", pilot_chains))
+    for name, value in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(data, Tensor) or data.dim() < 1 or data.shape[0] == 0:
@@ -239,9 +245,10 @@ def ais_log_likelihood(
         if target_accept is None:
             step_sizes = torch.full((num_steps, n), step_size, dtype=data.dtype)
         else:  # a pilot forward run tunes the schedule, which the real runs then keep fixed
+            pilot_target = _Target(model, data, pilot_chains, start)
             pilot = _anneal(
-                target,
-                target.draw_start().to(data),
+                pilot_target,
+                pilot_target.draw_start().to(data),
                 betas,
                 step_size,
                 num_leapfrog,
