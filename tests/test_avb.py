@@ -4,6 +4,7 @@ Pyro way, and bad input."""
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -43,6 +44,16 @@ def fixed_guide(x: torch.Tensor) -> None:
     with pyro.plate("data", x.shape[0]):
         eps = torch.randn(x.shape[0], 1)
         implicit_sample("z", M + S * eps, event_dim=1)
+
+
+def _elbo(x: torch.Tensor, z: torch.Tensor, loc: Any, scale: Any) -> torch.Tensor:
+    """log p(x, z) - log N(z; loc, scale^2) of ``model`` per row: the exact ELBO's summand
+    for a Gaussian guide."""
+    return (
+        dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        + dist.Normal(z, OBS).log_prob(x).sum(-1)
+        - dist.Normal(loc, scale).log_prob(z).sum(-1)
+    )
 
 
 class Quadratic(nn.Module):
@@ -127,11 +138,7 @@ def test_model_loss_is_the_elbo_with_the_critic_for_log_q() -> None:
     losses = avb.differentiable_loss(model, fixed_guide, x)
     torch.manual_seed(3)
     z = M + S * torch.randn(9, 1)
-    elbo = (
-        dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-        + dist.Normal(z, OBS).log_prob(x).sum(-1)
-        - dist.Normal(M, S).log_prob(z).sum(-1)
-    )
+    elbo = _elbo(x, z, M, S)
     torch.testing.assert_close(losses.model, -elbo.sum())
     assert avb.stats["elbo"] == pytest.approx(float(elbo.mean()), rel=1e-5)
 
@@ -301,11 +308,7 @@ def test_adaptive_contrast_standardises_each_row_and_uses_log_r() -> None:
     torch.testing.assert_close(u.mean(0), torch.zeros(9, 1), atol=1e-6, rtol=0)
     torch.testing.assert_close(u.std(0), torch.ones(9, 1))
     mu, sigma = z.mean(0), z.std(0)
-    elbo = (
-        dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-        + dist.Normal(z, OBS).log_prob(x).sum(-1)
-        - dist.Normal(mu, sigma).log_prob(z).sum(-1)
-    ).mean(0)
+    elbo = _elbo(x, z, mu, sigma).mean(0)
     torch.testing.assert_close(losses.model, -elbo.sum())
     with pytest.raises(ValueError, match="contrast_particles >= 2"):
         AVB(critic, adaptive_contrast=True, contrast_particles=1).loss(model, fixed_guide, x)
@@ -332,11 +335,7 @@ def test_adaptive_contrast_uses_the_guides_own_moments() -> None:
     losses = avb.differentiable_loss(model, guide_with_moments, x)
     torch.manual_seed(4)
     z = M + S * torch.randn(9, 1)
-    elbo = (
-        dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-        + dist.Normal(z, OBS).log_prob(x).sum(-1)
-        - dist.Normal(M, S).log_prob(z).sum(-1)
-    )
+    elbo = _elbo(x, z, M, S)
     torch.testing.assert_close(losses.model, -elbo.sum())
 
     def two_sites(x: torch.Tensor) -> None:
