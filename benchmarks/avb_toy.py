@@ -117,7 +117,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--num-iterations", type=int, default=3000)
+    parser.add_argument("--num-iterations", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--critic-lr", type=float, default=1e-3)
