@@ -20,6 +20,7 @@ from pyrogen.inference import (
     CUBO,
     GAN,
     IWAE,
+    KALE,
     NCE,
     WGAN,
     WGANGP,
@@ -178,6 +179,13 @@ def _adv(make: Callable[[], Adversarial]) -> Case:
     return case
 
 
+def _kale(v: bool) -> tuple[Objective, Problem]:
+    obj = KALE(_critic(), init_batches=2)
+    problem = adversarial(obj)
+    problem.modules["log_normaliser"] = obj.log_normaliser  # A, KALE's second player
+    return obj, problem  # no particles: v changes nothing
+
+
 CASES: dict[str, Case] = {
     "RenyiBound(alpha=1)": _on_conjugate(lambda v: RenyiBound(1.0, 3, vectorize_particles=v)),
     "RenyiBound(alpha=0.5)": _on_conjugate(lambda v: RenyiBound(0.5, 3, vectorize_particles=v)),
@@ -202,6 +210,7 @@ CASES: dict[str, Case] = {
     "ContrastiveDivergence(k=1)": _cd(1),
     "ContrastiveDivergence(k=3)": _cd(3),
     "AVB": _avb,
+    "KALE": _kale,
 }
 
 

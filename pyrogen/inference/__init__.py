@@ -4,6 +4,7 @@ from pyrogen.inference.avb import AVB, AVBLosses, implicit_sample
 from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
 from pyrogen.inference.importance import LogWeights, log_weights
+from pyrogen.inference.kale import KALE
 from pyrogen.inference.latent_tilt import TiltedSamples, tilted_sample
 from pyrogen.inference.nce import NCE
 from pyrogen.inference.objective import Objective, empty_guide
@@ -17,6 +18,7 @@ __all__ = [
     "CUBO",
     "GAN",
     "IWAE",
+    "KALE",
     "WGAN",
     "WGANGP",
     "ContrastiveDivergence",

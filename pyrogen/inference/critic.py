@@ -23,6 +23,7 @@ functions and a lower bound on it over a class of critics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -99,7 +100,9 @@ def kale(real: Tensor, fake: Tensor) -> Tensor:
     and the negated minimum is :math:`KL(p \| q)`.
     """
     _check(real, fake)
-    return -real.mean() + torch.exp(fake).mean() - 1.0
+    # E_q e^r as exp(logmeanexp r): finite as long as the mean is, not only every term
+    log_mean_exp = torch.logsumexp(fake, 0) - math.log(fake.shape[0])
+    return -real.mean() + torch.exp(log_mean_exp) - 1.0
 
 
 def gradient_penalty(

@@ -205,6 +205,12 @@ class Objective(ELBO):
         """Updates of each role per trainer iteration."""
         return {role: 1 for role in self.roles}
 
+    def steps_at(self, iteration: int) -> dict[str, int]:
+        """Updates of each role in trainer iteration ``iteration`` (counted from 0): by
+        default :meth:`steps_per_iteration` throughout; an objective with a schedule (KALE's
+        long energy phases) overrides it."""
+        return self.steps_per_iteration()
+
     def role_loss(
         self,
         role: str,

@@ -88,7 +88,8 @@ class Trainer:
         optimizers: per role, a ``torch.optim.Optimizer`` class and its keyword arguments,
             or a function ``params -> optimizer``; roles left out get the objective's
             default (the paper's settings).
-        steps: per role, updates per iteration (defaults from the objective).
+        steps: per role, updates per iteration (defaults from the objective, which may
+            change them from one iteration to the next: ``Objective.steps_at``).
         modules: modules whose buffers (batch-norm statistics...) belong in checkpoints,
             by name (the objective's players are saved with its state). Parameters are
             saved in any case.
@@ -131,9 +132,10 @@ class Trainer:
                 f"unknown roles {sorted(unknown - set(self.roles))}; "
                 f"this objective's roles are {self.roles}"
             )
-        self.steps = dict(objective.steps_per_iteration()) | dict(steps or {})
-        for role, n in self.steps.items():
+        self._fixed_steps = dict(steps or {})
+        for role, n in self._fixed_steps.items():
             check_int(f"steps[{role!r}]", n, 1)
+        self.steps = dict(objective.steps_per_iteration()) | self._fixed_steps
         self._optimizer_specs = dict(optimizers or {})
         self.modules = dict(modules or {})
         self.checkpoint = checkpoint
@@ -369,6 +371,10 @@ class Trainer:
     ) -> None:
         """One iteration: every role's updates, each on a fresh batch; then the hooks."""
         self._passes_done = 0
+        # the objective's schedule for this iteration; steps= given to the trainer win
+        self.steps = dict(self.objective.steps_at(self.iteration)) | self._fixed_steps
+        for role in self.roles:
+            check_int(f"steps[{role!r}] at iteration {self.iteration}", self.steps[role], 1)
         for role in self.roles:
             total = 0.0
             for _ in range(self.steps[role]):
