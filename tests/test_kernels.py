@@ -21,6 +21,7 @@ SETTINGS_FOR = {
     "hmc": {"step_size": 0.3, "num_steps": 3, "inverse_mass": 1.0},
     "mala": {"step_size": 0.3, "inverse_mass": 1.0},
     "ula": {"step_size": 0.1, "inverse_mass": 1.0},
+    "kinetic_langevin": {"step_size": 0.3, "inverse_mass": 1.0},
     "gibbs": {},
 }
 

@@ -1,13 +1,13 @@
 """Batched MCMC: kernels over explicit state with a leading chain dimension.
 
-``hmc``, ``langevin`` (ULA, MALA) and ``gibbs`` (any model with block conditionals) are
-modules of functions (``init``, ``step``, ``build``) in the BlackJAX style, registered by name
-in :data:`KERNELS`; :func:`sample` runs any of them with the window adaptation of
-``warmup``; :class:`ModelPotential` turns a Pyro model into a batched potential;
-:class:`PyroKernel` lets ``pyro.infer.MCMC`` drive them.
+``hmc``, ``langevin`` (ULA, MALA), ``kinetic`` (underdamped Langevin) and ``gibbs`` (any
+model with block conditionals) are modules of functions (``init``, ``step``, ``build``) in
+the BlackJAX style, registered by name in :data:`KERNELS`; :func:`sample` runs any of them
+with the window adaptation of ``warmup``; :class:`ModelPotential` turns a Pyro model into a
+batched potential; :class:`PyroKernel` lets ``pyro.infer.MCMC`` drive them.
 """
 
-from pyrogen.inference.mcmc import gibbs, hmc, langevin
+from pyrogen.inference.mcmc import gibbs, hmc, kinetic, langevin
 from pyrogen.inference.mcmc.gibbs import BlockConditionals
 from pyrogen.inference.mcmc.hmc import HMCInfo
 from pyrogen.inference.mcmc.kernels import KERNELS, Kernel, register_kernel
@@ -33,6 +33,7 @@ __all__ = [
     "find_step_size",
     "gibbs",
     "hmc",
+    "kinetic",
     "langevin",
     "potential_and_grad",
     "register_kernel",

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from pyrogen.inference.mcmc import gibbs, hmc, langevin
+from pyrogen.inference.mcmc import gibbs, hmc, kinetic, langevin
 from pyrogen.inference.mcmc.state import init as gradient_init
 
 __all__ = ["KERNELS", "SETTINGS", "Kernel", "Step", "get_kernel", "register_kernel"]
@@ -162,3 +162,10 @@ register_kernel(
     settings=("step_size", "inverse_mass"),
 )
 register_kernel("gibbs", gibbs.build, init=_gibbs_init)
+register_kernel(
+    "kinetic_langevin",
+    kinetic.build,
+    init=kinetic.init,
+    draw_stats=langevin.draw_stats,  # no Hamiltonian to report: the momentum is not resampled
+    settings=("step_size", "inverse_mass"),
+)
