@@ -3,6 +3,7 @@
 from pyrogen.inference.avb import AVB, AVBLosses, implicit_sample
 from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
+from pyrogen.inference.gebm import GEBM, GEBMSamples
 from pyrogen.inference.importance import LogWeights, log_weights
 from pyrogen.inference.kale import KALE
 from pyrogen.inference.latent_tilt import TiltedSamples, tilted_sample
@@ -17,6 +18,8 @@ __all__ = [
     "AVBLosses",
     "CUBO",
     "GAN",
+    "GEBM",
+    "GEBMSamples",
     "IWAE",
     "KALE",
     "WGAN",

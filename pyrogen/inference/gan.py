@@ -44,7 +44,7 @@ from pyrogen.inference import critic as losses
 from pyrogen.inference.objective import FromIterable, Objective, check_int
 from pyrogen.inference.objective import frozen as freeze  # _score's flag is named frozen
 
-__all__ = ["GAN", "WGAN", "WGANGP", "GANLosses", "HingeGAN", "generate"]
+__all__ = ["GAN", "WGAN", "WGANGP", "GANLosses", "HingeGAN", "generate", "unobserved"]
 
 
 class _Losses(NamedTuple):
@@ -80,6 +80,17 @@ class _Unobserve(Messenger):
         msg["is_observed"] = False
         msg["value"] = None
         msg["done"] = False
+
+
+def unobserved(model: Callable[..., Any], site: str) -> Callable[..., Any]:
+    """``model`` with ``site`` drawn from its distribution even where it was observed (a
+    generator's data site then holds the generated batch)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _Unobserve(site):
+            return model(*args, **kwargs)
+
+    return run
 
 
 def generate(

@@ -154,14 +154,21 @@ class ModelPotential:
                 out[name] = torch.stack([d[name] for d in per_draw], 1)
         return out
 
+    def trace_at(self, flat: Tensor, model: Callable[..., Any] | None = None) -> Any:
+        """A trace of ``model`` (default: this potential's model; any program with the same
+        latent sites, such as the model with its data site unobserved) conditioned on the
+        latent values at flat positions, the chains as a plate left of the model's."""
+        num_chains = flat.shape[0]
+        values, _ = self._values(flat)
+        conditioned = poutine.condition(self.model if model is None else model, data=values)
+        with pyro.validation_enabled(False), self._chain_plate(num_chains):
+            return poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
+
     @torch.no_grad()
     def deterministic(self, flat: Tensor) -> dict[str, Tensor]:
         """The ``pyro.deterministic`` sites at flat positions, ``(num_chains, *shape)`` each."""
         num_chains = flat.shape[0]
-        values, _ = self._values(flat)
-        conditioned = poutine.condition(self.model, data=values)
-        with pyro.validation_enabled(False), self._chain_plate(num_chains):
-            trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
+        trace = self.trace_at(flat)
         out = {}
         for name, shape in self.deterministic_shapes.items():
             value: Any = trace.nodes[name]["value"]

@@ -1,0 +1,200 @@
+r"""A generalized energy-based model: a Pyro generator tilted by an energy, sampled in its
+latent space.
+
+Arbel, Zhou & Gretton (2021), https://arxiv.org/abs/2003.05033: the model
+:math:`Q(dx) \propto e^{-E(x)} G(dx)`, with :math:`G` the law of a generator's data site
+(any Pyro model whose data site is a function of its latents, e.g. a ``Delta`` of a network;
+:class:`~pyrogen.models.gan.Generator` is one). :math:`Q` has no density when :math:`G` has
+none, but it is the image under the generator of the latent law
+
+.. math:: \pi(z) \propto p(z)\, e^{-\beta E(G(z))}, \qquad
+    U(z) = -\log p(z) + \beta E(G(z)),
+
+(:math:`\beta = 1` is :math:`Q`; the reference code calls :math:`\beta` its temperature), so
+:meth:`GEBM.sample` runs a kernel of the registry on :math:`U` in the latents' unconstrained
+coordinates, one chain per sample, from exact draws of :math:`p(z)`, and returns
+:math:`G(z)` at the chains' last positions. The default is kinetic Langevin (the paper's
+choice); ``"mala"`` and ``"hmc"`` adapt their step size in warm-up, ``"ula"`` and
+``"kinetic_langevin"`` need one. :meth:`GEBM.log_normalizer` estimates
+:math:`\log Z = \log E_G[e^{-E}]` from base draws with its standard error, and
+:meth:`GEBM.log_prob` is :math:`\log g(x) - E(x) - \log Z` where the base density
+:math:`g` is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import Tensor, nn
+
+from pyrogen.inference.critic import per_sample
+from pyrogen.inference.gan import unobserved
+from pyrogen.inference.mcmc import MCMCResult, ModelPotential, sample
+from pyrogen.inference.mcmc.kernels import get_kernel
+
+__all__ = ["GEBM", "GEBMSamples", "LogNormalizer"]
+
+
+class GEBMSamples(NamedTuple):
+    """Draws of a GEBM.
+
+    Attributes:
+        x: ``(num_samples, *event_shape)``, the generator's data site at the chains' last
+            latent positions.
+        z: ``(num_samples, dim)``, those positions (flat, unconstrained).
+        result: the sampler's :class:`~pyrogen.inference.mcmc.MCMCResult` (acceptance,
+            divergences, wall time).
+    """
+
+    x: Tensor
+    z: Tensor
+    result: MCMCResult
+
+
+class LogNormalizer(NamedTuple):
+    value: float
+    """:math:`\\log E_G[e^{-E}]`."""
+    stderr: float
+    """Its Monte Carlo standard error (delta method)."""
+
+
+class GEBM:
+    """The generator ``model`` tilted by ``energy``.
+
+    Args:
+        model: a Pyro generator; ``model(*model_args, **model_kwargs)`` must draw one sample
+            (its data plate of size 1), and broadcast over a leading batch dimension (the
+            chains), as :class:`~pyrogen.inference.mcmc.ModelPotential` requires.
+        energy: module mapping samples ``(n, *event_shape)`` to energies ``(n,)``.
+        model_args, model_kwargs: how to call the model for one sample (for
+            :class:`~pyrogen.models.gan.Generator`: ``(None, 1)``, or one data row).
+        data_site: the generator's data site.
+        base_log_prob: ``x -> log g(x)`` when the base has a density (for :meth:`log_prob`).
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        energy: nn.Module,
+        model_args: tuple[Any, ...] = (),
+        model_kwargs: dict[str, Any] | None = None,
+        data_site: str = "x",
+        base_log_prob: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if not isinstance(energy, nn.Module):
+            raise TypeError(f"energy must be an nn.Module, got {type(energy).__name__}")
+        self.model, self.energy, self.data_site = model, energy, data_site
+        self.base_log_prob = base_log_prob
+        self.prior = ModelPotential(
+            poutine.block(model, hide=[data_site]), model_args, model_kwargs
+        )
+        self._generator_model = unobserved(model, data_site)
+        with torch.no_grad():
+            trace = self.prior.trace_at(
+                self.prior.initial_position(1, radius=0.0), self._generator_model
+            )
+        if data_site not in trace.nodes:
+            raise ValueError(f"the model has no site named {data_site!r}")
+        value: Any = trace.nodes[data_site]["value"]
+        self.event_shape = (
+            value.shape[1:] if value.dim() > 0 and value.shape[0] == 1 else value.shape
+        )
+
+    def generated(self, z: Tensor) -> Tensor:
+        """:math:`G(z)` for flat latent positions ``(n, dim)``: ``(n, *event_shape)``."""
+        trace = self.prior.trace_at(z, self._generator_model)
+        value: Tensor = trace.nodes[self.data_site]["value"]
+        return value.reshape(z.shape[0], *self.event_shape)
+
+    def _energy(self, x: Tensor) -> Tensor:
+        return per_sample(self.energy(x), x.shape[0])
+
+    def potential(self, beta: float = 1.0) -> Callable[[Tensor], Tensor]:
+        """:math:`U(z) = -\\log p(z) + \\beta E(G(z))` over flat unconstrained latents
+        (with the prior's ``log |det J|``)."""
+
+        def u(z: Tensor) -> Tensor:
+            return self.prior(z) + beta * self._energy(self.generated(z))
+
+        return u
+
+    @torch.no_grad()
+    def base_latents(self, num_samples: int) -> Tensor:
+        """Exact draws of the latents' prior, flat and unconstrained, ``(n, dim)``."""
+        prior = self.prior
+        chains = pyro.plate("_pyrogen_chains", num_samples, dim=-(prior.max_plate_nesting + 1))
+        with chains:
+            trace = poutine.trace(prior.model).get_trace(*prior.model_args, **prior.model_kwargs)
+        values = {}
+        for name in prior.names:
+            value: Any = trace.nodes[name]["value"]
+            values[name] = value.reshape((num_samples,) + prior.shapes[name])
+        return prior.unconstrain(values)
+
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        kernel: str = "kinetic_langevin",
+        num_steps: int = 500,
+        step_size: float | None = None,
+        beta: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> GEBMSamples:
+        """``num_samples`` draws: one chain each, from exact base draws, ``num_steps``
+        transitions (the warm-up of :func:`~pyrogen.inference.mcmc.sample`, adapting the
+        step size where the kernel has an accept step; no mass matrix), the last kept."""
+        if not (isinstance(beta, int | float) and beta >= 0):
+            raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+        spec = get_kernel(kernel)
+        if spec.target_accept is None and step_size is None:
+            raise ValueError(f"kernel {kernel!r} has no accept step: give step_size")
+        start = self.base_latents(num_samples)
+        result = sample(
+            self.potential(beta),
+            start,
+            kernel=kernel,
+            num_warmup=num_steps,
+            num_samples=1,
+            step_size=step_size,
+            adapt_step_size=spec.target_accept is not None,
+            adapt_mass_matrix=False,
+            generator=generator,
+            progress=progress,
+        )
+        z = result.final_state.position.detach()
+        with torch.no_grad():
+            x = self.generated(z)
+        return GEBMSamples(x, z, result)
+
+    @torch.no_grad()
+    def log_normalizer(self, num_samples: int = 100_000, batch_size: int = 10_000) -> LogNormalizer:
+        """:math:`\\log E_G[e^{-E}]` from ``num_samples`` base draws, with its standard
+        error (the delta method on the mean of :math:`e^{-E}`)."""
+        energies = []
+        left = num_samples
+        while left > 0:
+            n = min(batch_size, left)
+            energies.append(self._energy(self.generated(self.base_latents(n))))
+            left -= n
+        neg = -torch.cat(energies).double()
+        log_mean = torch.logsumexp(neg, 0) - math.log(neg.numel())
+        ratio = torch.exp(neg - log_mean)  # weights over their mean
+        return LogNormalizer(float(log_mean), float(ratio.std() / math.sqrt(neg.numel())))
+
+    def log_prob(self, x: Tensor, log_normalizer: float | None = None) -> Tensor:
+        """:math:`\\log g(x) - E(x) - \\log Z` (``log_normalizer`` estimated when not given);
+        needs ``base_log_prob``."""
+        if self.base_log_prob is None:
+            raise ValueError(
+                "the base generator's density is not known here: pass base_log_prob to GEBM "
+                "(a generator through a network has none, and neither has the GEBM)"
+            )
+        log_z = self.log_normalizer().value if log_normalizer is None else log_normalizer
+        return self.base_log_prob(x) - self._energy(x) - log_z
