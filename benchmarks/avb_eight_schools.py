@@ -216,6 +216,7 @@ def figure(fits: dict[str, Draws], ref: Draws, first_avb: str, path: Path) -> No
         ax.set_xlabel("log tau")
         ax.set_ylabel("theta_1")
         ax.set_xlim(-6.0, 4.0)
+        ax.set_ylim(-30.0, 60.0)  # the same window in every panel
         ax.set_title(f"{name} over HMC")
         ax.legend(fontsize=8, markerscale=3)
     fig.tight_layout()
