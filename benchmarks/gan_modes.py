@@ -84,9 +84,8 @@ def train(
     for ``iterations`` generator updates by the Trainer, on 100,000 data points, each
     learning rate (``lr`` for the Adam ones; None: the paper's) decaying linearly to 0; the
     curve (MMD^2, high-quality share, held-out W1 estimate) every ``eval_every``
-    iterations; 2,500 samples scored at the end, and with ``tilt_warmup`` > 0 (GAN critics;
-    a KALE energy, which makes them GEBM samples) 2,500 draws tilted by the critic (MALA in
-    the latent space, ``tilted_sample``)."""
+    iterations; 2,500 samples scored at the end, and with ``tilt_warmup`` > 0 (GAN critics)
+    2,500 draws tilted by the critic (MALA in the latent space, ``tilted_sample``)."""
     data = make_data(dataset, 100_000, seed=1000 + seed)
     held_out = make_data(dataset, num_scored, seed=2000 + seed).samples
     pyro.clear_param_store()
@@ -124,13 +123,11 @@ def train(
     samples = generator.sample(num_scored)
     cov = mode_coverage(samples, data.centers, std)
     tilted: dict[str, Any] | None = None
-    if tilt_warmup > 0 and objective in ("gan", "gan-minimax", "kale"):
-        # a logistic critic is log p/q; a KALE energy is minus it, up to a constant
-        log_ratio = critic if objective != "kale" else (lambda x: -critic(x))
+    if tilt_warmup > 0 and objective in ("gan", "gan-minimax"):
         start = time.perf_counter()
         out = tilted_sample(
             generator.net,
-            log_ratio,
+            critic,
             num_scored,
             generator.latent_dim,
             num_warmup=tilt_warmup,

@@ -179,10 +179,3 @@ def test_energy_schedule_and_bad_input() -> None:
     with pytest.raises(ValueError, match="one value per sample"):
         KALE(WrongShape()).loss(base, empty_guide, x)
     assert per_sample(torch.zeros(3, 1), 3).shape == (3,)
-
-
-def test_kale_is_registered_beside_the_gan_family() -> None:
-    from pyrogen.inference.gan import make_adversarial
-
-    obj = make_adversarial("kale", Polynomial(), init_batches=2)
-    assert isinstance(obj, KALE) and obj.init_batches == 2

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from pyrogen.inference import critic as losses
-from pyrogen.inference.gan import ADVERSARIAL, Adversarial
+from pyrogen.inference.gan import Adversarial
 from pyrogen.inference.objective import check_int
 
 __all__ = ["KALE", "LogNormaliser"]
@@ -170,7 +170,3 @@ class KALE(Adversarial):
         assert isinstance(flag, Tensor)
         flag.fill_(True)
         return float(value)
-
-
-# By name beside the GAN family, for the scripts that run objectives from ADVERSARIAL.
-ADVERSARIAL["kale"] = (KALE, {})
