@@ -291,13 +291,19 @@ def test_avb_recovers_the_conjugate_posterior() -> None:
     _recovers_the_conjugate_posterior(AVB(ConjugateCritic(), critic_steps=2), batch_size=200)
 
 
+def _standard_normal_critic() -> "Quadratic":
+    """T_psi(x, u) = log N(u; 0, 1): the adaptive-contrast critic of a Gaussian guide."""
+    critic = Quadratic()
+    with torch.no_grad():
+        critic.coef.copy_(torch.tensor([-0.5 * math.log(2 * math.pi), 0.0, -0.5]))
+    return critic
+
+
 def test_adaptive_contrast_standardises_each_row_and_uses_log_r() -> None:
     """Exact identities at a fixed seed: each row's K draws are standardised by their own
     mean and standard deviation, and with T_psi(x, u) = log N(u; 0, 1) (the critic of a
     Gaussian q) the stand-in for log q(z|x) is log N(z; mu(x), sigma(x)^2), log r."""
-    critic = Quadratic()
-    with torch.no_grad():
-        critic.coef.copy_(torch.tensor([-0.5 * math.log(2 * math.pi), 0.0, -0.5]))
+    critic = _standard_normal_critic()
     avb = AVB(critic, adaptive_contrast=True, contrast_particles=4)
     x = torch.randn(9, 1)
     torch.manual_seed(3)
@@ -326,9 +332,7 @@ def test_adaptive_contrast_uses_the_guides_own_moments() -> None:
     """Exact identity at a fixed seed, one draw per row: standardised by the exact M and S
     the stand-in for log q(z|x) is log N(z; M, S^2) itself, so the model loss is minus the
     exact ELBO."""
-    critic = Quadratic()
-    with torch.no_grad():
-        critic.coef.copy_(torch.tensor([-0.5 * math.log(2 * math.pi), 0.0, -0.5]))
+    critic = _standard_normal_critic()
     avb = AVB(critic, adaptive_contrast=True, contrast_particles=1)
     x = torch.randn(9, 1)
     torch.manual_seed(4)
