@@ -55,7 +55,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         run(config)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"pyrogen compare: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if isinstance(exc, FileNotFoundError) and config.dataset == "mnist":
+            message += "\nOn the command line: pyrogen compare --data-dir <that directory>."
+        print(f"pyrogen compare: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
