@@ -189,6 +189,9 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ]
     assert main(args) == 0
     assert "| Rényi α=-1 (K=5) |" in (tmp_path / "results.md").read_text()
+    # --no-progress hides the bars, not the result
+    printed = capsys.readouterr().out
+    assert "| Rényi α=-1 (K=5) |" in printed and f"to {tmp_path}" in printed
     assert main(["compare", "--objectives", "gan", "--out", str(tmp_path)]) == 2
     assert "unknown objective 'gan'" in capsys.readouterr().err
     with pytest.raises(SystemExit):

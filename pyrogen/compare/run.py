@@ -273,7 +273,7 @@ def run(config: CompareConfig) -> list[dict[str, Any]]:
             ) from None
     table = write_table(results, config, out)
     plot(results, config, data.image_shape, data.test.shape[0], out)
-    if config.progress:
-        print(table)
-        print(f"wrote results.md, results.csv, results.json, curves.png, samples.png to {out}")
+    # the result is printed whatever the progress setting (which only hides the bars)
+    print(table)
+    print(f"wrote results.md, results.csv, results.json, curves.png, samples.png to {out}")
     return results
