@@ -199,12 +199,15 @@ def run_row(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    subset = (
+        "" if list(args.rows) == list(ROWS) else " --rows " + " ".join(f'"{r}"' for r in args.rows)
+    )
     lines = [
         "# AVB on MNIST: AVB and AVB + AC against ELBO and IWAE-5 VAEs, scored by AIS",
         "",
         f"Machine: {machine()} (one torch thread per row, {args.workers} rows at a time). "
         f"Command: `python benchmarks/avb_mnist.py --data-dir ../shared/data/mnist "
-        f"--workers {args.workers} --minutes {args.minutes}`. Dynamically binarized "
+        f"--workers {args.workers} --minutes {args.minutes}{subset}`. Dynamically binarized "
         f"{args.dataset}, batch {args.batch_size}; every row trains {args.minutes} minutes "
         f"(equal wall time). Adam lr {args.lr} (VAEs); AVB: Adam {args.critic_lr} (critic) / "
         f"{args.avb_lr} (model, guide), {args.critic_steps} critic step(s) per step. Test "
@@ -241,6 +244,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             )
     lines += ["", "Goal (AVB + AC at least as good as the ELBO VAE of its size, by AIS):"]
     lines += goals
+    missing = [r for r in ROWS if r not in by]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
     lines += [
         "",
         "The paper (Mescheder et al. 2017, section 6.2) trains convolutional networks for "
