@@ -257,6 +257,16 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _relative(value: Any) -> Any:
+    """A path as the results record it: relative to the repository, never this machine's."""
+    if not isinstance(value, Path):
+        return value
+    try:
+        return str(value.resolve().relative_to(ROOT.parent))
+    except ValueError:
+        return value.name
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -316,7 +326,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     text = markdown(rows, args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "avb_mnist.md").write_text(text)
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings = {k: _relative(v) for k, v in vars(args).items()}
     (args.out / "avb_mnist.json").write_text(
         json.dumps({"rows": rows, "settings": settings}, indent=2)
     )
