@@ -37,7 +37,7 @@ from torch import Tensor
 
 from pyrogen.inference import AVB, Trainer
 from pyrogen.inference.mcmc import sample
-from pyrogen.machine import machine
+from pyrogen.machine import machine, recorded_settings
 from pyrogen.metrics import energy_distance
 from pyrogen.models import eight_schools
 from pyrogen.models.eight_schools import ImplicitGuide, LatentCritic, model
@@ -289,16 +289,6 @@ def markdown(out: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _relative(value: Any) -> Any:
-    """A path as the results record it: relative to the repository, never this machine's."""
-    if not isinstance(value, Path):
-        return value
-    try:
-        return str(value.resolve().relative_to(ROOT.parent))
-    except ValueError:
-        return value.name
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -346,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reference": ref_info,
         "fits": scores,
         "noise_floor": noise_floor(ref, args.chains, args.energy_points, g),
-        "settings": {k: _relative(v) for k, v in vars(args).items()},
+        "settings": recorded_settings(vars(args), ROOT.parent),
     }
     text = markdown(out, args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from pyrogen.data import binarize_bernoulli_fixed, binarize_dynamic, load_digits, load_mnist
 from pyrogen.inference import AVB, IWAE, RenyiBound, Trainer
-from pyrogen.machine import machine
+from pyrogen.machine import machine, recorded_settings
 from pyrogen.metrics import log_likelihood
 from pyrogen.metrics.latent_ais import ais_log_likelihood
 from pyrogen.models.avb_mnist import ImplicitVAE, InnerProductCritic, build
@@ -257,16 +257,6 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _relative(value: Any) -> Any:
-    """A path as the results record it: relative to the repository, never this machine's."""
-    if not isinstance(value, Path):
-        return value
-    try:
-        return str(value.resolve().relative_to(ROOT.parent))
-    except ValueError:
-        return value.name
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -326,7 +316,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     text = markdown(rows, args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "avb_mnist.md").write_text(text)
-    settings = {k: _relative(v) for k, v in vars(args).items()}
+    settings = recorded_settings(vars(args), ROOT.parent)
     (args.out / "avb_mnist.json").write_text(
         json.dumps({"rows": rows, "settings": settings}, indent=2)
     )

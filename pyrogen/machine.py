@@ -1,12 +1,14 @@
-"""One line describing the machine and library versions, for benchmark and example reports."""
+"""One line describing the machine and library versions, and the settings as a report records
+them, for benchmark and example reports."""
 
 import platform
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
 
-__all__ = ["machine"]
+__all__ = ["machine", "recorded_settings"]
 
 
 def machine() -> str:
@@ -23,3 +25,16 @@ def machine() -> str:
         f"{cpu}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
         f"torch {torch.__version__}, Pyro {pyro.__version__}"
     )
+
+
+def recorded_settings(settings: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``settings`` for a committed report: paths relative to ``root`` (the repository), or
+    their last part when outside it, never this machine's absolute paths."""
+
+    def recorded(value: Any) -> Any:
+        if not isinstance(value, Path):
+            return value
+        path = value.resolve()
+        return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+
+    return {k: recorded(v) for k, v in settings.items()}

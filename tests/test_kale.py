@@ -98,10 +98,14 @@ def test_a_known_tilt_is_recovered_up_to_a_constant() -> None:
     se = coefs.std(0) / math.sqrt(len(fits))
     assert bool(((coefs.mean(0) - exact).abs() < Z * se).all()), (coefs.mean(0), exact, se)
     assert bool((se < 0.05).all())  # and the fits are precise enough to mean something
+    # E - E* differs between two held-out points x, x0 by d (mean coef - exact), with
+    # d = (x - x0, x^2 - x0^2); its standard error from the fits' covariance
     x = torch.linspace(-1.5, 2.5, 9)
-    powers = torch.stack([x, x**2], -1)
-    gap = powers @ (coefs.mean(0) - exact)
-    assert float(gap.max() - gap.min()) < 0.2  # the same up to a constant
+    d = torch.stack([x, x**2], -1) - torch.tensor([x[0], x[0] ** 2])
+    gap = d @ (coefs.mean(0) - exact)
+    cov = torch.cov(coefs.T) / len(fits)
+    gap_se = torch.einsum("ij,jk,ik->i", d, cov, d).clamp_min(1e-12).sqrt()
+    assert bool((gap.abs() <= Z * gap_se).all()), (gap, gap_se)  # the same up to a constant
 
 
 def test_log_normaliser_start_penalty_and_generator_loss_are_the_papers() -> None:

@@ -143,16 +143,19 @@ class KALE(Adversarial):
     def critic_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Tensor:
-        if not bool(self.log_normaliser.initialised):
-            self.initialise_log_normaliser(model, *args, **kwargs)
+        self._start_log_normaliser(model, args, kwargs)
         return super().critic_loss(model, guide, *args, **kwargs)
 
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
+        self._start_log_normaliser(model, args, kwargs)
+        return super().differentiable_loss(model, guide, *args, **kwargs)
+
+    def _start_log_normaliser(self, model: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        """Before the first energy loss (trainer or SVI): A from generated batches."""
         if not bool(self.log_normaliser.initialised):
             self.initialise_log_normaliser(model, *args, **kwargs)
-        return super().differentiable_loss(model, guide, *args, **kwargs)
 
     @torch.no_grad()
     def initialise_log_normaliser(
