@@ -150,12 +150,11 @@ class ImplicitVAE(VAE):
 
     @torch.no_grad()
     def posterior_draws(self, x: Tensor, num: int) -> Tensor:
-        """``num`` draws of ``q(z | x)`` per row, ``(num, n, z_dim)``."""
-        draws = []
-        for _ in range(num):
-            out = self.encoder(x)
-            draws.append(out[0] if isinstance(out, tuple) else out)
-        return torch.stack(draws)
+        """``num`` draws of ``q(z | x)`` per row, ``(num, n, z_dim)``: the rows repeated
+        (each repeat draws its own noise), one encoder call."""
+        out = self.encoder(x.repeat(num, 1))
+        z = out[0] if isinstance(out, tuple) else out
+        return z.reshape(num, x.shape[0], -1)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
