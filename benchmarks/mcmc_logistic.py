@@ -62,8 +62,9 @@ def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def pyro_model(x: torch.Tensor, y: torch.Tensor) -> None:
     """The model once, broadcasting over a leading chain dimension (pyrogen) or not (Pyro)."""
-    coef = pyro.sample("coef", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
-    intercept = pyro.sample("intercept", dist.Normal(0.0, 5.0))
+    zero = x.new_zeros(())  # the priors on the data's device
+    coef = pyro.sample("coef", dist.Normal(zero, 1.0).expand([D]).to_event(1))
+    intercept = pyro.sample("intercept", dist.Normal(zero, 5.0))
     logits = (x * coef).sum(-1) + intercept  # (N,) for one chain, (chains, N) for many
     with pyro.plate("data", N):
         pyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
@@ -90,11 +91,20 @@ def diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- runners
 def run_pyrogen(
-    x: np.ndarray, y: np.ndarray, seed: int, chains: int, draws: int, warmup: int, target: str
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    chains: int,
+    draws: int,
+    warmup: int,
+    target: str,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, int, float]:
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
+    """Wall time includes moving the data to ``device`` and, on CUDA, waiting for the last
+    kernel (the draws are copied back to the host inside the timed region)."""
     start = time.perf_counter()
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
     if target == "model":
         result = sample(
             model=pyro_model,
@@ -105,7 +115,7 @@ def run_pyrogen(
             generator=gen,
             progress=False,
         )
-        out = draws_matrix({k: v.numpy() for k, v in result.samples.items()})
+        out = draws_matrix({k: v.cpu().numpy() for k, v in result.samples.items()})
     else:  # the same posterior as a hand-written batched potential
 
         def potential(z: torch.Tensor) -> torch.Tensor:
@@ -114,11 +124,11 @@ def run_pyrogen(
             prior = 0.5 * (z[:, :D] ** 2).sum(-1) + 0.5 * (z[:, D] / 5) ** 2
             return prior - loglik.sum(-1)
 
-        init = torch.rand(chains, D + 1, generator=gen) * 4 - 2
+        init = torch.rand(chains, D + 1, generator=gen, device=device) * 4 - 2
         result = sample(
             potential, init, num_warmup=warmup, num_samples=draws, generator=gen, progress=False
         )
-        out = result.samples["z"].numpy().astype(np.float64)
+        out = result.samples["z"].cpu().numpy().astype(np.float64)
     wall = time.perf_counter() - start
     return out, int(result.stats["diverging"].sum()), wall
 

@@ -171,14 +171,16 @@ class Method:
         return max((a - b).abs().max().item() for a, b in zip(now, self.init_params, strict=True))
 
 
-def _fresh_networks(seed: int) -> tuple[Encoder, Decoder]:
+def _fresh_networks(seed: int, device: str = "cpu") -> tuple[Encoder, Decoder]:
     torch.manual_seed(seed)
-    return Encoder(), Decoder()
+    return Encoder().to(device), Decoder().to(device)
 
 
-def make_method(name: str, k: int, seed: int, pyrogen_kwargs: dict[str, Any]) -> Method:
+def make_method(
+    name: str, k: int, seed: int, pyrogen_kwargs: dict[str, Any], device: str = "cpu"
+) -> Method:
     """Build networks (same seed for every method), optimizer and the step function."""
-    encoder, decoder = _fresh_networks(seed)
+    encoder, decoder = _fresh_networks(seed, device)
     tag = f"{name.replace('-', '_')}_k{k}"
     model = VAEModel(decoder, f"decoder_{tag}")
     guide = VAEGuide(encoder, f"encoder_{tag}")
@@ -253,13 +255,18 @@ def load_train_images(data_dir: Path) -> tuple[torch.Tensor, str]:
 
 
 def make_batches(
-    images: torch.Tensor, n_batches: int, batch_size: int, gen: torch.Generator
+    images: torch.Tensor,
+    n_batches: int,
+    batch_size: int,
+    gen: torch.Generator,
+    device: str = "cpu",
 ) -> list[torch.Tensor]:
-    """Random minibatches, dynamically binarized with ``torch.bernoulli``."""
+    """Random minibatches, dynamically binarized with ``torch.bernoulli`` (on the CPU, then
+    moved to ``device`` outside the timed region)."""
     batches = []
     for _ in range(n_batches):
         idx = torch.randint(images.shape[0], (batch_size,), generator=gen)
-        batches.append(torch.bernoulli(images[idx], generator=gen))
+        batches.append(torch.bernoulli(images[idx], generator=gen).to(device))
     return batches
 
 
@@ -289,8 +296,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(threads: int) -> dict[str, Any]:
+def machine_info(threads: int, device: str = "cpu") -> dict[str, Any]:
+    gpu = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     return {
+        "gpu": gpu,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
@@ -359,7 +368,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Rényi / IWAE training-step speed",
         "",
-        f"Machine: {mach['cpu']}, {mach['cpu_count']} cores, torch threads "
+        f"Device: {cfg.get('device', 'cpu')}"
+        + (f" ({mach['gpu']})" if mach.get("gpu") else "")
+        + f". Machine: {mach['cpu']}, {mach['cpu_count']} cores, torch threads "
         f"{mach['torch_threads']}; Python {mach['python']}, torch {mach['torch']}, "
         f"Pyro {mach['pyro']}; {mach['date']}. Load average before/after: "
         f"{load['before']:.2f} / {load['after']:.2f}.",
@@ -430,6 +441,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--methods", type=str, default=",".join(ALL_METHODS), help="comma-separated methods"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cuda")
     p.add_argument(
         "--pyrogen-kwargs", type=str, default="{}", help="JSON dict passed to RenyiBound(...)"
     )
@@ -483,9 +495,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"data: {data_desc}")
 
     # ---- per-method state, created once ----
-    methods = [make_method(name, k, args.seed, pyrogen_kwargs) for k in ks for name in names]
+    methods = [
+        make_method(name, k, args.seed, pyrogen_kwargs, args.device) for k in ks for name in names
+    ]
     gen = torch.Generator().manual_seed(args.seed + 1)
-    warm = make_batches(images, args.warmup, args.batch_size, gen)
+    warm = make_batches(images, args.warmup, args.batch_size, gen, args.device)
     for m in methods:
         run_steps(m, warm)
 
@@ -494,7 +508,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     losses: dict[str, list[float]] = {}
     n = len(methods)
     for r in range(args.repeats):
-        batches = make_batches(images, args.steps, args.batch_size, gen)
+        batches = make_batches(images, args.steps, args.batch_size, gen, args.device)
         for i in range(n):
             m = methods[(r + i) % n]
             ms, step_losses = run_steps(m, batches)
@@ -513,7 +527,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "renyi_speed",
         "command": command_line(getattr(args, "argv", sys.argv[1:])),
-        "machine": machine_info(args.threads),
+        "machine": machine_info(args.threads, args.device),
         "config": {
             "batch_size": args.batch_size,
             "ks": ks,
@@ -522,6 +536,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "steps": args.steps,
             "warmup": args.warmup,
             "seed": args.seed,
+            "device": args.device,
             "lr": 1e-3,
             "architecture": f"{X_DIM}-{HIDDEN_DIM}-{Z_DIM} softplus, scale=exp, Bernoulli",
             "data": data_desc,
@@ -542,7 +557,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"wrote {out_dir / 'renyi_speed.json'} and {out_dir / 'renyi_speed.md'}")
 
     if args.profile_steps > 0:
-        profile_methods(methods, make_batches(images, args.profile_steps, args.batch_size, gen))
+        profile_methods(
+            methods, make_batches(images, args.profile_steps, args.batch_size, gen, args.device)
+        )
     return report
 
 

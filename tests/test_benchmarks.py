@@ -52,6 +52,22 @@ def test_mcmc_logistic_smoke(tmp_path: Path) -> None:
     assert summary["throughput"][0]["chain_transitions_per_s"] > 0
 
 
+def test_gpu_smoke_on_cpu(tmp_path: Path) -> None:
+    """The GPU script's sections run end to end (on the CPU, tiny sizes); its test section,
+    a pytest inside pytest, is left to the GPU machine."""
+    sections = ["training", "memory", "throughput", "logistic"]
+    _run(
+        "gpu.py", "--device", "cpu", "--seeds", "0", "--out", str(tmp_path), "--sections", *sections
+    )
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert "errors" not in report, report.get("errors")
+    assert [t["batch_size"] for t in report["training_steps"]] == [128, 1024]
+    assert len(report["step_memory"]) == 16 and len(report["likelihood_memory"]) == 2
+    assert all(t["chain_transitions_per_s"] > 0 for t in report["throughput"])
+    assert {r["target"] for r in report["logistic"]} == {"model", "potential"}
+    assert "## Bayesian logistic regression" in (tmp_path / "gpu.md").read_text()
+
+
 def test_rbm_mnist_smoke(tmp_path: Path) -> None:
     _run("rbm_mnist.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path), "--no-progress")
     summary = json.loads((tmp_path / "rbm_mnist.json").read_text())

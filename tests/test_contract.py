@@ -145,7 +145,7 @@ class _ImplicitGuide(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> None:
         pyro.module("implicit_guide", self)
         with pyro.plate("data", x.shape[0]):
-            eps = torch.randn(x.shape[0], 2)
+            eps = torch.randn(x.shape[0], 2, device=x.device)
             implicit_sample("z", self.net(torch.cat([x, eps], -1)), event_dim=1)
 
 
