@@ -80,7 +80,7 @@ def test_pyro_nuts_exports_posterior_and_divergences():
 
 
 def test_bad_sources_are_refused():
-    with pytest.raises(TypeError, match="MCMCResult or a pyro.infer.MCMC"):
+    with pytest.raises(TypeError, match="MCMCResult, a pyro.infer.MCMC or GuideDraws"):
         to_arviz({"loc": torch.zeros(2, 3)})
     with pytest.raises(ValueError, match="not been run"):
         to_arviz(MCMC(NUTS(model), num_samples=3, disable_progbar=True))

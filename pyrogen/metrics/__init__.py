@@ -1,5 +1,5 @@
 """Measurements: log-likelihood estimates (importance sampling; AIS for RBMs), sample quality
-(mode coverage, MMD) and ArviZ export."""
+(mode coverage, MMD), a guide's draws and their PSIS diagnostics, and ArviZ export."""
 
 from pyrogen.metrics.ais import (
     AISResult,
@@ -13,7 +13,9 @@ from pyrogen.metrics.ais import (
     reverse_ais_log_partition,
 )
 from pyrogen.metrics.arviz import PyroStatsRecorder, to_arviz
+from pyrogen.metrics.guide_draws import GuideDraws, draw_guide
 from pyrogen.metrics.likelihood import LogLikelihood, active_units, log_likelihood
+from pyrogen.metrics.psis import khat_threshold, psis_khat, psis_moments, psis_smooth
 from pyrogen.metrics.sample_quality import (
     MMD,
     EnergyDistance,
@@ -27,6 +29,7 @@ from pyrogen.metrics.sample_quality import (
 __all__ = [
     "AISResult",
     "EnergyDistance",
+    "GuideDraws",
     "LogLikelihood",
     "MMD",
     "ModeCoverage",
@@ -37,12 +40,17 @@ __all__ = [
     "base_log_partition",
     "base_rate_bias",
     "default_betas",
+    "draw_guide",
     "energy_distance",
     "exact_samples",
+    "khat_threshold",
     "log_likelihood",
     "median_bandwidth",
     "mmd",
     "mode_coverage",
+    "psis_khat",
+    "psis_moments",
+    "psis_smooth",
     "rbm_log_likelihood",
     "reverse_ais_log_partition",
     "to_arviz",

@@ -36,6 +36,7 @@ import torch
 
 from pyrogen import compat
 from pyrogen.inference.mcmc.result import MCMCResult
+from pyrogen.metrics.guide_draws import GuideDraws
 
 __all__ = ["PyroStatsRecorder", "to_arviz"]
 
@@ -291,17 +292,27 @@ def _pyro_stats(mcmc: pyro.infer.MCMC) -> dict[str, np.ndarray]:
 
 
 def to_arviz(source: Any, **kwargs: Any) -> Any:
-    """An ArviZ ``InferenceData`` (or DataTree on ArviZ 1.x) from a run.
+    r"""An ArviZ ``InferenceData`` (or DataTree on ArviZ 1.x) from a run.
 
     Args:
-        source: a :class:`~pyrogen.inference.mcmc.MCMCResult` or a finished
+        source: a :class:`~pyrogen.inference.mcmc.MCMCResult`, a finished
             ``pyro.infer.MCMC`` (whose per-draw statistics, beyond ``diverging``, come from
-            a :class:`~pyrogen.inference.mcmc.PyroKernel` or a :class:`PyroStatsRecorder`).
+            a :class:`~pyrogen.inference.mcmc.PyroKernel` or a :class:`PyroStatsRecorder`),
+            or a guide's :class:`~pyrogen.metrics.guide_draws.GuideDraws`: one chain of
+            independent draws, with ``lp`` (:math:`\log p(x, z)`), ``log_q`` and
+            ``log_weight`` in ``sample_stats``.
         **kwargs: passed to ``az.from_dict`` (``coords``, ``dims``, ...).
     """
     if isinstance(source, MCMCResult):
         posterior = {k: _numpy(v) for k, v in source.samples.items()}
         stats = {k: _numpy(v) for k, v in source.stats.items()}
+    elif isinstance(source, GuideDraws):  # one chain of independent draws
+        posterior = {k: _numpy(v)[None] for k, v in source.samples.items()}
+        stats = {
+            "lp": _numpy(source.log_p)[None],
+            "log_q": _numpy(source.log_q)[None],
+            "log_weight": _numpy(source.log_weight)[None],
+        }
     elif isinstance(source, pyro.infer.MCMC):
         if getattr(source, "_samples", None) is None:
             raise ValueError("this pyro.infer.MCMC has not been run")
@@ -310,7 +321,8 @@ def to_arviz(source: Any, **kwargs: Any) -> Any:
         stats = _pyro_stats(source)
     else:
         raise TypeError(
-            f"to_arviz takes an MCMCResult or a pyro.infer.MCMC, got {type(source).__name__}"
+            "to_arviz takes an MCMCResult, a pyro.infer.MCMC or GuideDraws, got "
+            f"{type(source).__name__}"
         )
     groups = {"posterior": posterior}
     if stats:  # a Gibbs run has none

@@ -1,0 +1,152 @@
+r"""Draws from a fitted guide, with the densities that diagnose it.
+
+A variational posterior is only as good as its fit, and the fit is judged on draws: their
+latent values, :math:`\log p(x, z)`, :math:`\log q(z)` and the importance log-weights
+:math:`\log w = \log p(x, z) - \log q(z)`. :func:`draw_guide` returns all of them from one
+vectorized run of model and guide (the draws a dimension, never a loop);
+:func:`~pyrogen.metrics.psis.psis_khat` reads the Pareto tail of the weights, and
+:func:`~pyrogen.metrics.arviz.to_arviz` turns the draws into ArviZ data beside an MCMC run.
+
+The weights follow :func:`pyrogen.inference.importance.log_weights`: one per draw for a model
+whose latents are global (a posterior), one per draw and data point when every site shares
+the data plate (a VAE's local latents).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import Tensor
+
+from pyrogen.compat import is_subsample, is_unconditioned_deterministic
+from pyrogen.inference.importance import (
+    _plate_nesting,
+    check_traces,
+    is_implicit,
+    log_weights,
+    trace_pair,
+)
+
+__all__ = ["GuideDraws", "draw_guide"]
+
+PARTICLES = "guide_draws"
+
+
+class GuideDraws(NamedTuple):
+    r"""``num_samples`` draws of a guide, weighed by the model.
+
+    Attributes:
+        samples: per latent site of the guide (and per ``pyro.deterministic`` site of the
+            model), its values with the draws first: ``(S, *shape)``, in the site's own
+            (constrained) space; plate dimensions the site does not use are dropped.
+        log_p: :math:`\log p(x, z_s)`, shape ``(S,)``, or ``(S, N)`` when every site shares
+            a plate of N data points.
+        log_q: :math:`\log q(z_s)`, the same shape.
+    """
+
+    samples: dict[str, Tensor]
+    log_p: Tensor
+    log_q: Tensor
+
+    @property
+    def log_weight(self) -> Tensor:
+        r""":math:`\log p(x, z_s) - \log q(z_s)`."""
+        return self.log_p - self.log_q
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.log_p.shape[0])
+
+
+def _draws_first(value: Tensor, batch_dims: int, particle_dim: int) -> Tensor:
+    """Move the particle dimension (``particle_dim`` counted from the right of the batch
+    shape) to the front, and drop the other size-one batch dimensions."""
+    axis = batch_dims - particle_dim
+    value = value.movedim(axis, 0)
+    keep = [0] + [d for d in range(1, batch_dims) if value.shape[d] != 1]
+    shape = [value.shape[d] for d in keep] + list(value.shape[batch_dims:])
+    return value.reshape(shape)
+
+
+def _flat(t: Tensor) -> Tensor:
+    """(S, 1, ..., N, 1) -> (S, N): the draws first, the size-one plate dimensions gone."""
+    return t.reshape(t.shape[0], *[s for s in t.shape[1:] if s != 1])
+
+
+@torch.no_grad()
+def draw_guide(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    *args: Any,
+    num_samples: int = 1000,
+    max_plate_nesting: float = math.inf,
+    **kwargs: Any,
+) -> GuideDraws:
+    r"""Draw ``num_samples`` latents from ``guide(*args, **kwargs)`` and weigh them by
+    ``model(*args, **kwargs)``, in one vectorized run (an outermost ``pyro.plate``).
+
+    Args:
+        model, guide: the Pyro programs; the guide's parameters as they are now (no
+            gradient is kept).
+        num_samples: S.
+        max_plate_nesting: plate dimensions of model and guide; at infinity one
+            unvectorized run finds it (and checks that the two programs match).
+
+    Raises:
+        ValueError: for a guide with implicit sites (no density, so no weights: AVB's
+            guides), or ``num_samples < 1``.
+
+    Example:
+        >>> import torch
+        >>> from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian
+        >>> model = ConjugateGaussian(dim=2)
+        >>> guide = AmortizedGaussianGuide(dim=2).exact(model)
+        >>> draws = draw_guide(model, guide, torch.zeros(3, 2), num_samples=100)
+        >>> draws.samples["z"].shape, draws.log_weight.shape
+        (torch.Size([100, 3, 2]), torch.Size([100, 3]))
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    nesting = max_plate_nesting
+    if nesting == math.inf:
+        with poutine.block():
+            pair = trace_pair(model, guide, args, kwargs)
+        check_traces(*pair)
+        nesting = _plate_nesting([pair])
+    with pyro.plate(PARTICLES, num_samples, dim=-int(nesting) - 1):
+        model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+    implicit = [
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and is_implicit(site)
+    ]
+    if implicit:
+        raise ValueError(
+            f"the guide's sites {implicit} are implicit (no density): its draws have no "
+            "importance weights; draw them with poutine.trace(guide) instead"
+        )
+    weights = log_weights(
+        [(model_trace, guide_trace)], int(nesting) + 1, particle_plate=True, want_direct=True
+    )
+    assert weights.direct_log_q is not None
+    log_q = _flat(weights.direct_log_q)
+    log_p = _flat(weights.log_weight) + log_q
+    particle_dim = int(nesting) + 1
+
+    def draws_of(site: Any) -> Tensor:
+        return _draws_first(site["value"], len(site["fn"].batch_shape), particle_dim)
+
+    samples = {
+        name: draws_of(site)
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not is_subsample(site["fn"])
+    }
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and is_unconditioned_deterministic(site):
+            samples[name] = draws_of(site)
+    return GuideDraws(samples, log_p, log_q)
