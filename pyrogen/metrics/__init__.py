@@ -25,6 +25,7 @@ from pyrogen.metrics.sample_quality import (
     mmd,
     mode_coverage,
 )
+from pyrogen.metrics.vsbc import VSBCResult, vsbc
 
 __all__ = [
     "AISResult",
@@ -35,6 +36,7 @@ __all__ = [
     "ModeCoverage",
     "PyroStatsRecorder",
     "RBMLogLikelihood",
+    "VSBCResult",
     "active_units",
     "ais_log_partition",
     "base_log_partition",
@@ -54,4 +56,5 @@ __all__ = [
     "rbm_log_likelihood",
     "reverse_ais_log_partition",
     "to_arviz",
+    "vsbc",
 ]

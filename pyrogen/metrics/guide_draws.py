@@ -63,19 +63,38 @@ class GuideDraws(NamedTuple):
         return int(self.log_p.shape[0])
 
 
-def _draws_first(value: Tensor, batch_dims: int, particle_dim: int) -> Tensor:
-    """Move the particle dimension (``particle_dim`` counted from the right of the batch
-    shape) to the front, and drop the other size-one batch dimensions."""
+def _plate_dims(site: Any) -> frozenset[int]:
+    """The dims of the plates a site sits in, the draws' plate left out."""
+    return frozenset(
+        f.dim
+        for f in site["cond_indep_stack"]
+        if f.vectorized and f.dim is not None and f.name != PARTICLES
+    )
+
+
+def _draws_first(
+    value: Tensor, batch_dims: int, particle_dim: int, plates: frozenset[int]
+) -> Tensor:
+    """Move the draws' dimension (``particle_dim`` counted from the right of the batch
+    shape) to the front and drop the size-one batch dimensions of plates the site is not in
+    (a global latent broadcast against the data plate); its own plates stay, size one too."""
     axis = batch_dims - particle_dim
     value = value.movedim(axis, 0)
-    keep = [0] + [d for d in range(1, batch_dims) if value.shape[d] != 1]
+
+    def own(d: int) -> bool:  # dim d after the move, as a negative batch dim before it
+        return ((d - 1 if d <= axis else d) - batch_dims) in plates
+
+    keep = [0] + [d for d in range(1, batch_dims) if value.shape[d] != 1 or own(d)]
     shape = [value.shape[d] for d in keep] + list(value.shape[batch_dims:])
     return value.reshape(shape)
 
 
-def _flat(t: Tensor) -> Tensor:
-    """(S, 1, ..., N, 1) -> (S, N): the draws first, the size-one plate dimensions gone."""
-    return t.reshape(t.shape[0], *[s for s in t.shape[1:] if s != 1])
+def _flat(t: Tensor, shared: frozenset[int]) -> Tensor:
+    """(S, 1, ..., N, 1) -> (S, N): the draws first, then the plates every site shares."""
+    dims = t.dim()
+    return t.reshape(
+        t.shape[0], *[s for d, s in enumerate(t.shape) if d > 0 and (s != 1 or d - dims in shared)]
+    )
 
 
 @torch.no_grad()
@@ -134,12 +153,20 @@ def draw_guide(
         [(model_trace, guide_trace)], int(nesting) + 1, particle_plate=True, want_direct=True
     )
     assert weights.direct_log_q is not None
-    log_q = _flat(weights.direct_log_q)
-    log_p = _flat(weights.log_weight) + log_q
+    sites = [
+        site
+        for trace in (model_trace, guide_trace)
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and not is_subsample(site["fn"])
+    ]
+    shared = frozenset.intersection(*[_plate_dims(site) for site in sites])
+    log_q = _flat(weights.direct_log_q, shared)
+    log_p = _flat(weights.log_weight, shared) + log_q
     particle_dim = int(nesting) + 1
 
     def draws_of(site: Any) -> Tensor:
-        return _draws_first(site["value"], len(site["fn"].batch_shape), particle_dim)
+        batch_dims = len(site["fn"].batch_shape)
+        return _draws_first(site["value"], batch_dims, particle_dim, _plate_dims(site))
 
     samples = {
         name: draws_of(site)
