@@ -30,12 +30,12 @@ import torch  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
 from pyrogen.inference import RenyiBound  # noqa: E402
+from pyrogen.inference.fit import fit_guide  # noqa: E402
 from pyrogen.metrics import draw_guide, khat_threshold, psis_khat  # noqa: E402
 from pyrogen.models.correlated_gaussian import (  # noqa: E402
     CorrelatedGaussian,
     FullRankGuide,
     MeanFieldGuide,
-    fit_guide,
 )
 
 
@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> list[dict[str, object]]:
     for name, alpha, guide in fits:
         pyro.clear_param_store()
         objective = RenyiBound(1.0 if alpha is None else alpha, k, max_plate_nesting=0)
-        fit = fit_guide(problem, guide, objective, num_steps=steps, lr=0.02, seed=args.seed)
+        fit = fit_guide(problem.model, guide, objective, num_steps=steps, lr=0.02, seed=args.seed)
         closed: float | None
         if alpha is None:
             closed = float(problem.cov[0, 0])  # the exact posterior is in the family

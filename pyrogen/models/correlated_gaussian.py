@@ -30,16 +30,14 @@ every bound's optimum is also its value's gap to :math:`\log p(x) = 0`.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CorrelatedGaussian", "FitResult", "FullRankGuide", "MeanFieldGuide", "fit_guide"]
+__all__ = ["CorrelatedGaussian", "FullRankGuide", "MeanFieldGuide"]
 
 
 class CorrelatedGaussian:
@@ -174,45 +172,3 @@ class FullRankGuide(nn.Module):
         """Means then variances (the diagonal of the covariance), detached."""
         tril = self.scale_tril()
         return torch.cat([self.loc, (tril * tril).sum(-1)]).detach()
-
-
-class FitResult(NamedTuple):
-    """The iterates' average over the last third of the steps, its batch-means standard
-    error (10 batches), and the fit's wall time."""
-
-    average: Tensor
-    stderr: Tensor
-    seconds: float
-
-
-def fit_guide(
-    problem: CorrelatedGaussian,
-    guide: MeanFieldGuide | FullRankGuide,
-    objective: Callable[..., nn.Module],
-    num_steps: int = 3000,
-    lr: float = 0.02,
-    seed: int = 0,
-) -> FitResult:
-    """Fit ``guide`` with ``objective`` (any pyrogen objective: ``objective(model, guide)``
-    is its module form) by Adam at ``lr``, cut by 0.3 at each third; average the guide's
-    ``summary()`` over the last third."""
-    if num_steps < 30:
-        raise ValueError(f"num_steps must be at least 30, got {num_steps}")
-    pyro.set_rng_seed(seed)
-    loss = objective(problem.model, guide)
-    opt = torch.optim.Adam(guide.parameters(), lr=lr)
-    third = num_steps // 3
-    sched = torch.optim.lr_scheduler.StepLR(opt, third, 0.3)
-    kept = []
-    start = time.perf_counter()
-    for i in range(num_steps):
-        opt.zero_grad()
-        loss().backward()
-        opt.step()
-        sched.step()
-        if i >= num_steps - third:
-            kept.append(guide.summary())
-    seconds = time.perf_counter() - start
-    trace = torch.stack(kept[: third - third % 10])
-    batches = trace.reshape(10, -1, trace.shape[-1]).mean(1)
-    return FitResult(trace.mean(0), batches.std(0) / math.sqrt(10), seconds)
