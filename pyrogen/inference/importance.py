@@ -76,15 +76,24 @@ def _sample_sites(trace: Trace) -> list[tuple[str, Any]]:
     ]
 
 
-def is_implicit(site: Any) -> bool:
+def is_auxiliary(site: Any) -> bool:
+    """Whether a guide site is one of Pyro's auxiliary latents (``infer={"is_auxiliary":
+    True}``: the unconstrained draws of ``AutoNormal``, ``AutoMultivariateNormal``...)."""
+    return bool(site["infer"].get("is_auxiliary"))
+
+
+def is_implicit(site: Any, auxiliary: bool = False) -> bool:
     """Whether a guide site has no usable density: marked ``infer={"implicit": True}``, or
-    a ``Delta`` (its log-density is 0 or -inf, never log q)."""
+    a ``Delta`` (its log-density is 0 or -inf, never log q) in a guide with no auxiliary
+    sites. With auxiliary sites (``auxiliary=True``), a ``Delta`` is the value of a
+    transform of them and its ``log_density`` the transform's log-Jacobian term, as Pyro's
+    autoguides write it: the auxiliary densities and these terms together are log q."""
     if site["infer"].get("implicit"):
         return True
     fn = site["fn"]
     while hasattr(fn, "base_dist"):  # Independent, MaskedDistribution, ...
         fn = fn.base_dist
-    return isinstance(fn, Delta)
+    return isinstance(fn, Delta) and not auxiliary
 
 
 def _pad(t: torch.Tensor | float, ndim: int, like: torch.Tensor) -> torch.Tensor:
@@ -131,16 +140,20 @@ def check_traces(model_trace: Trace, guide_trace: Trace) -> None:
             NaN (checked while Pyro's validation is enabled, as it is by default).
         NotImplementedError: a guide site is marked for enumeration.
         ValueError: a guide site is implicit (marked ``infer={"implicit": True}``, or a
-            ``Delta``), or is a noise site the model does not have: its log q is not a
-            density of the latent, so every importance weight would be wrong.
+            ``Delta`` in a guide without auxiliary sites), or is a noise site the model
+            does not have and not marked auxiliary: its log q is not a density of the
+            latent, so every importance weight would be wrong.
     """
-    for name, site in _sample_sites(guide_trace):
-        if site["is_observed"]:
+    guide_sites = _sample_sites(guide_trace)
+    auxiliary = any(is_auxiliary(site) for _, site in guide_sites)
+    for name, site in guide_sites:
+        if site["is_observed"] or is_auxiliary(site):
             continue
-        if is_implicit(site) or name not in model_trace.nodes:
+        implicit = is_implicit(site, auxiliary)
+        if implicit or name not in model_trace.nodes:
             what = (
                 "is implicit (no usable density)"
-                if is_implicit(site)
+                if implicit
                 else "is not a site of the model (a noise input of an implicit guide)"
             )
             raise ValueError(

@@ -27,6 +27,7 @@ from pyrogen.compat import is_subsample, is_unconditioned_deterministic
 from pyrogen.inference.importance import (
     _plate_nesting,
     check_traces,
+    is_auxiliary,
     is_implicit,
     log_weights,
     trace_pair,
@@ -139,11 +140,11 @@ def draw_guide(
         nesting = _plate_nesting([pair])
     with pyro.plate(PARTICLES, num_samples, dim=-int(nesting) - 1):
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
-    implicit = [
-        name
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and is_implicit(site)
+    sample_sites = [
+        (name, site) for name, site in guide_trace.nodes.items() if site["type"] == "sample"
     ]
+    auxiliary = any(is_auxiliary(site) for _, site in sample_sites)
+    implicit = [name for name, site in sample_sites if is_implicit(site, auxiliary)]
     if implicit:
         raise ValueError(
             f"the guide's sites {implicit} are implicit (no density): its draws have no "
@@ -170,8 +171,8 @@ def draw_guide(
 
     samples = {
         name: draws_of(site)
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not is_subsample(site["fn"])
+        for name, site in sample_sites
+        if not site["is_observed"] and not is_subsample(site["fn"]) and not is_auxiliary(site)
     }
     for name, site in model_trace.nodes.items():
         if site["type"] == "sample" and is_unconditioned_deterministic(site):
