@@ -112,3 +112,56 @@ def test_pyro_autoguides_at_the_exact_posterior_weigh_every_draw_log_p_x(
     torch.testing.assert_close(lw, truth.expand(16), rtol=0, atol=1e-3)
     bound = RenyiBound(0.5, 16)(model, guide)(x).detach()
     assert float(bound) == pytest.approx(-float(truth), abs=1e-3)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_python_bool_mask_keeps_or_drops_a_site(keep: bool) -> None:
+    """poutine.mask(mask=True / False) as Pyro accepts it: the observed site's term is kept
+    or dropped, so the weights are those of the model with or without its likelihood."""
+    model = ConjugateGaussian(dim=2, prior_loc=0.3)
+    guide = AmortizedGaussianGuide(dim=2).set_to(0.6, 0.1, 0.7)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(6))
+
+    def masked(v: torch.Tensor) -> None:
+        with pyro.plate("data", v.shape[0]):
+            z = pyro.sample("z", dist.Normal(model.prior_loc, 1.0).to_event(1))
+            with pyro.poutine.mask(mask=keep):
+                pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=v)
+
+    pyro.set_rng_seed(0)
+    weights, _ = draw_log_weights(masked, guide, (x,), {}, num_particles=3)
+    pyro.set_rng_seed(0)
+    full, _ = draw_log_weights(model, guide, (x,), {}, num_particles=3)
+    z = weights.guide_traces[0].nodes["z"]["value"]
+    likelihood = dist.Normal(z, 0.5).to_event(1).log_prob(x)
+    expected = full.log_weight if keep else full.log_weight - likelihood
+    torch.testing.assert_close(weights.log_weight, expected.detach())
+
+
+def test_pyros_own_model_guide_checks_run() -> None:
+    """What pyro.util.check_model_guide_match refuses or warns about, pyrogen does too (with
+    Pyro's validation on, the default)."""
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(7))
+    model = ConjugateGaussian(dim=2)
+
+    def wrong_shape(v: torch.Tensor) -> None:
+        with pyro.plate("data", v.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match="Model and guide shapes disagree at site 'z'"):
+        draw_log_weights(model, wrong_shape, (x,), {}, num_particles=3)
+
+    def factor_guide(v: torch.Tensor) -> None:
+        AmortizedGaussianGuide(dim=2)(v)
+        pyro.factor("extra", torch.tensor(0.5))
+
+    with pytest.raises(ValueError, match="missing specification of has_rsample"):
+        draw_log_weights(model, factor_guide, (x,), {}, num_particles=3)
+
+    def extra_plate(v: torch.Tensor) -> None:
+        with pyro.plate("unused", 4):
+            pass
+        AmortizedGaussianGuide(dim=2)(v)
+
+    with pytest.warns(UserWarning, match="plate statements in guide but not model"):
+        draw_log_weights(model, extra_plate, (x,), {}, num_particles=3)

@@ -504,3 +504,30 @@ def test_enumerated_guide_site_is_refused() -> None:
 
     with pytest.raises(NotImplementedError, match="enumerated"):
         IWAE(3).loss(model, guide, x)
+
+
+def _leave_one_out_by_replacement(lw: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The VIMCO baselines written out: K copies of the particles, copy k with particle k
+    replaced by the mean of the others, each reduced (K^2 memory; the reference)."""
+    k = lw.shape[0]
+    others = (lw.sum(0, keepdim=True) - lw) / (k - 1)
+    eye = torch.eye(k, dtype=torch.bool).reshape((k, k) + (1,) * (lw.dim() - 1))
+    replaced = torch.where(eye, others.unsqueeze(1), lw.unsqueeze(0))
+    return torch.stack([renyi_reduce(replaced[i], alpha) for i in range(k)])
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.95, 0.5, 0.0, -1.0, 2.0, -math.inf])
+@pytest.mark.parametrize("spread", [0.01, 1.0, 50.0])
+def test_leave_one_out_baselines_in_linear_memory(alpha: float, spread: float) -> None:
+    """The same numbers as the K^2 replacement, to float64 rounding, from weights nearly
+    equal to weights where one particle dominates by e^100."""
+    from pyrogen.inference.renyi import _leave_one_out
+
+    gen = torch.Generator().manual_seed(0)
+    for k in (2, 5, 64):
+        lw = torch.randn(k, 7, generator=gen, dtype=torch.float64) * spread - 100
+        torch.testing.assert_close(
+            _leave_one_out(lw, alpha), _leave_one_out_by_replacement(lw, alpha), rtol=1e-10, atol=0
+        )
+    many = _leave_one_out(torch.randn(200_000, 1, generator=gen), alpha)  # K^2: 160 GB
+    assert many.shape == (200_000, 1) and bool(torch.isfinite(many).all())

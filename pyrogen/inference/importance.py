@@ -31,9 +31,10 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import Delta
+from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
-from pyro.util import check_site_shape
+from pyro.util import check_model_guide_match, check_site_shape
 
 from pyrogen.compat import is_subsample
 
@@ -131,8 +132,13 @@ def _common_scale(scales: Sequence[Any]) -> float | torch.Tensor | None:
     return first
 
 
-def check_traces(model_trace: Trace, guide_trace: Trace) -> None:
-    """Refuse what the bounds cannot handle, with a message that names the site.
+def check_traces(
+    model_trace: Trace, guide_trace: Trace, max_plate_nesting: float = math.inf
+) -> None:
+    """Refuse what the bounds cannot handle, with a message that names the site; then,
+    while Pyro's validation is enabled, Pyro's own checks of a model/guide pair
+    (``pyro.util.check_model_guide_match``: shapes that disagree at a site, a plate of the
+    guide missing from the model, a ``pyro.factor`` in the guide without ``has_rsample``).
 
     Raises:
         ValueError: a latent site of the model is missing from the guide (it would be drawn
@@ -179,6 +185,7 @@ def check_traces(model_trace: Trace, guide_trace: Trace) -> None:
                 "latent: remove infer={'enumerate': ...} or use pyro.infer.TraceEnum_ELBO"
             )
     if is_validation_enabled():
+        check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
         for name, site in _sample_sites(model_trace):
             value = site["value"]
             if (
@@ -200,7 +207,7 @@ def _trace_log_weights(
     particle_dim: bool,
     want_direct: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, torch.Tensor | None]:
-    check_traces(model_trace, guide_trace)
+    check_traces(model_trace, guide_trace, max_plate_nesting)
     model_sites = _sample_sites(model_trace)
     guide_sites = _sample_sites(guide_trace)
     if not model_sites:
@@ -217,8 +224,8 @@ def _trace_log_weights(
 
     def site_log_prob(site: Any, value: torch.Tensor) -> torch.Tensor:
         lp = site["fn"].log_prob(value, *site["args"], **site["kwargs"])
-        if site["mask"] is not None:
-            lp = torch.where(site["mask"], lp, lp.new_zeros(()))
+        if site["mask"] is not None:  # a tensor, or a Python bool from poutine.mask(mask=...)
+            lp = scale_and_mask(lp, mask=site["mask"])
         if not shared:
             lp = lp * site["scale"]
         return lp
@@ -328,6 +335,18 @@ def trace_pair(
     return model_trace, guide_trace
 
 
+def in_plate(fn: Callable[..., Any], name: str, size: int, dim: int) -> Callable[..., Any]:
+    """``fn`` run inside ``pyro.plate(name, size, dim=dim)``. Entered inside the trace and
+    the replay (as Pyro's vectorized ELBOs do), the plate broadcasts the model's replayed
+    sites too, so that model and guide agree on every site's shape."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with pyro.plate(name, size, dim=dim):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def draw_log_weights(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -367,8 +386,8 @@ def draw_log_weights(
         check_traces(*pair)
         nesting = _plate_nesting([pair])
     if particle_plate:
-        with pyro.plate("num_particles_vectorized", num_particles, dim=-int(nesting) - 1):
-            traces = [trace_pair(model, guide, args, kwargs)]
+        plate = ("num_particles_vectorized", num_particles, -int(nesting) - 1)
+        traces = [trace_pair(in_plate(model, *plate), in_plate(guide, *plate), args, kwargs)]
     else:
         traces = [trace_pair(model, guide, args, kwargs) for _ in range(num_particles)]
     if nesting == math.inf:  # sequential: read it off the traces

@@ -86,13 +86,30 @@ def renyi_reduce(log_weight: torch.Tensor, alpha: float) -> torch.Tensor:
 def _leave_one_out(log_weight: torch.Tensor, alpha: float) -> torch.Tensor:
     r"""Baselines for the score function: the estimate with particle :math:`k` replaced by
     the mean log-weight of the others (VIMCO, Mnih & Rezende, 2016,
-    https://arxiv.org/abs/1602.06725), shape ``(K, ...)``; independent of particle k."""
+    https://arxiv.org/abs/1602.06725), shape ``(K, ...)``; independent of particle k.
+
+    Memory and time are linear in K: the sum over the others is the total minus particle
+    k, taken relative to the largest term, which keeps every such difference at least 1;
+    for the largest term itself the sum over the others is formed directly."""
     k = log_weight.shape[0]
     lw = log_weight.detach()
     others = (lw.sum(0, keepdim=True) - lw) / (k - 1)
-    eye = torch.eye(k, dtype=torch.bool, device=lw.device).reshape((k, k) + (1,) * (lw.dim() - 1))
-    replaced = torch.where(eye, others.unsqueeze(1), lw.unsqueeze(0))  # (k, K, ...)
-    return renyi_reduce(replaced.movedim(1, 0), alpha)
+    if alpha == 1.0:
+        return (lw.sum(0, keepdim=True) - lw + others) / k
+    if alpha == -math.inf:
+        top = torch.zeros_like(lw, dtype=torch.bool).scatter_(0, lw.argmax(0, keepdim=True), True)
+        second = lw.masked_fill(top, -math.inf).amax(0, keepdim=True)
+        rest = torch.where(top, second, lw.amax(0, keepdim=True))
+        return torch.maximum(rest, others)
+    c = 1.0 - alpha
+    a = c * lw
+    top = torch.zeros_like(a, dtype=torch.bool).scatter_(0, a.argmax(0, keepdim=True), True)
+    m = a.amax(0, keepdim=True)
+    shifted = (a - m).exp()
+    total = shifted.sum(0, keepdim=True)  # at least 1: the largest term is exp(0)
+    rest_of_top = a.masked_fill(top, -math.inf).logsumexp(0, keepdim=True)
+    rest = torch.where(top, rest_of_top, m + (total - shifted).clamp_min(1.0).log())
+    return (torch.logaddexp(rest, c * others) - math.log(k)) / c
 
 
 class RenyiBound(Objective):

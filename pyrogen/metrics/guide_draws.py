@@ -18,7 +18,6 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from torch import Tensor
@@ -27,6 +26,7 @@ from pyrogen.compat import is_subsample, is_unconditioned_deterministic
 from pyrogen.inference.importance import (
     _plate_nesting,
     check_traces,
+    in_plate,
     is_auxiliary,
     is_implicit,
     log_weights,
@@ -138,8 +138,10 @@ def draw_guide(
             pair = trace_pair(model, guide, args, kwargs)
         check_traces(*pair)
         nesting = _plate_nesting([pair])
-    with pyro.plate(PARTICLES, num_samples, dim=-int(nesting) - 1):
-        model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+    plate = (PARTICLES, num_samples, -int(nesting) - 1)
+    model_trace, guide_trace = trace_pair(
+        in_plate(model, *plate), in_plate(guide, *plate), args, kwargs
+    )
     sample_sites = [
         (name, site) for name, site in guide_trace.nodes.items() if site["type"] == "sample"
     ]
