@@ -531,3 +531,26 @@ def test_leave_one_out_baselines_in_linear_memory(alpha: float, spread: float) -
         )
     many = _leave_one_out(torch.randn(200_000, 1, generator=gen), alpha)  # K^2: 160 GB
     assert many.shape == (200_000, 1) and bool(torch.isfinite(many).all())
+
+
+def test_alpha_one_score_function_gradient_is_trace_elbos() -> None:
+    """A discrete latent and no plates: at alpha = 1 with one particle, the gradient is
+    Trace_ELBO's draw by draw (the zero-mean -grad log q term dropped, as Pyro drops it)."""
+    x = torch.tensor(0.7)
+
+    def model() -> None:
+        z = pyro.sample("z", dist.Bernoulli(0.3))
+        pyro.sample("x", dist.Normal(2.0 * z - 1.0, 1.0), obs=x)
+
+    def guide() -> None:
+        logit = pyro.param("logit", torch.tensor(0.2))
+        pyro.sample("z", dist.Bernoulli(logits=logit))
+
+    for seed in range(5):
+        grads = []
+        for loss in (RenyiBound(1.0, 1), pyro.infer.Trace_ELBO()):
+            pyro.clear_param_store()
+            pyro.set_rng_seed(seed)
+            loss.loss_and_grads(model, guide)
+            grads.append(pyro.param("logit").grad.clone())
+        torch.testing.assert_close(grads[0], grads[1])

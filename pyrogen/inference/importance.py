@@ -363,8 +363,9 @@ def draw_log_weights(
         model, guide: the Pyro programs, called as ``model(*args, **kwargs)``.
         num_particles: :math:`K`.
         max_plate_nesting: plate dimensions of model and guide, the particle plate not
-            counted; at infinity it is found by one unvectorized run, which draws random
-            numbers as Pyro's ELBO does.
+            counted; at infinity, for vectorized particles (K > 1), one unvectorized run
+            finds it, drawing random numbers as Pyro's vectorized ELBOs do; otherwise it is
+            read off the particles' own traces (no extra draws, as in Trace_ELBO).
         vectorize_particles: draw the particles as one outermost ``pyro.plate``, or run the
             programs once per particle.
         want_direct: also return the guide's log-density with detached values (DReG).
@@ -378,7 +379,7 @@ def draw_log_weights(
         _check_no_nan(args, kwargs)
     particle_plate = bool(vectorize_particles and num_particles > 1)
     nesting = max_plate_nesting
-    if nesting == math.inf and vectorize_particles:
+    if nesting == math.inf and particle_plate:
         # One unvectorized run finds the plate nesting (as Pyro's ELBO does, drawing the
         # same random numbers); its traces are checked before any density is computed.
         with poutine.block():
