@@ -1,10 +1,13 @@
 """Importance sampling as a component: particles and log-weights, and the refusal of guides
 whose sites have no usable density (implicit guides)."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.distributions import constraints
 
 from pyrogen.inference import IWAE, NCE, RenyiBound
 from pyrogen.inference.importance import draw_log_weights
@@ -165,3 +168,39 @@ def test_pyros_own_model_guide_checks_run() -> None:
 
     with pytest.warns(UserWarning, match="plate statements in guide but not model"):
         draw_log_weights(model, extra_plate, (x,), {}, num_particles=3)
+
+
+@pytest.mark.parametrize("num_particles", [1, 3])
+def test_an_empty_model_and_guide_weigh_zero(num_particles: int) -> None:
+    """No sample sites at all: p(x) = 1 and the loss is 0, as Pyro's ELBOs return."""
+
+    def empty() -> None:
+        pass
+
+    weights, _ = draw_log_weights(empty, empty, (), {}, num_particles=num_particles)
+    assert torch.equal(weights.log_weight, torch.zeros(num_particles))
+    assert RenyiBound(0.5, num_particles).loss(empty, empty) == 0.0
+    svi = pyro.infer.SVI(empty, empty, pyro.optim.Adam({"lr": 0.1}), RenyiBound(1.0, 1))
+    assert svi.step() == 0.0
+
+
+def test_batch_dimensions_outside_every_plate_are_summed_one_particle_at_a_time() -> None:
+    """Sites with a batch dimension of size one that no plate declares, which Pyro's
+    Trace_ELBO accepts: one particle at a time pyrogen sums it, and the loss is
+    Trace_ELBO's draw by draw."""
+    data = torch.tensor([2.0])
+
+    def model() -> None:
+        rate = pyro.sample("rate", dist.Gamma(torch.tensor([1.1]), torch.tensor([1.3])))
+        pyro.sample("obs", dist.Poisson(rate), obs=data)
+
+    def guide() -> None:
+        shape = pyro.param("shape", torch.tensor([1.2]), constraint=constraints.positive)
+        pyro.sample("rate", dist.Gamma(shape, torch.tensor([1.4])))
+
+    for seed in range(3):
+        pyro.set_rng_seed(seed)
+        ours = RenyiBound(1.0, 1).loss(model, guide)
+        pyro.set_rng_seed(seed)
+        assert ours == pytest.approx(pyro.infer.Trace_ELBO().loss(model, guide), rel=1e-6)
+        assert math.isfinite(RenyiBound(0.5, 2, vectorize_particles=False).loss(model, guide))

@@ -97,10 +97,16 @@ def is_implicit(site: Any, auxiliary: bool = False) -> bool:
     return isinstance(fn, Delta) and not auxiliary
 
 
-def _pad(t: torch.Tensor | float, ndim: int, like: torch.Tensor) -> torch.Tensor:
-    """Left-pad a site's batch-shaped log-density to ``ndim`` dimensions."""
+def _pad(
+    t: torch.Tensor | float, ndim: int, like: torch.Tensor, sum_extra: bool = False
+) -> torch.Tensor:
+    """Left-pad a site's batch-shaped log-density to ``ndim`` dimensions. Batch dimensions
+    left of every plate are summed when ``sum_extra`` (one particle at a time: they
+    belong to no data point, and Trace_ELBO sums them too), else refused."""
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    if t.dim() > ndim and sum_extra:
+        t = t.sum(tuple(range(t.dim() - ndim)))
     if t.dim() > ndim:
         raise ValueError(
             f"a log-density of shape {tuple(t.shape)} has more batch dimensions than "
@@ -211,7 +217,10 @@ def _trace_log_weights(
     model_sites = _sample_sites(model_trace)
     guide_sites = _sample_sites(guide_trace)
     if not model_sites:
-        raise ValueError("the model has no sample sites: there is nothing to weigh")
+        raise ValueError(
+            "the model has no sample sites but the guide has: there is nothing to weigh "
+            "its draws by"
+        )
     validate = is_validation_enabled()
     # Plates every site shares keep their dimension; the particle plate is one of them.
     stacks = [frozenset(site["cond_indep_stack"]) for _, site in model_sites + guide_sites]
@@ -240,19 +249,21 @@ def _trace_log_weights(
             site["log_prob"] = lp
             check_site_shape(site, max_plate_nesting)
         ref = lp
-        total = total + _reduce(_pad(lp, max_plate_nesting, lp), keep)
+        total = total + _reduce(_pad(lp, max_plate_nesting, lp, not particle_dim), keep)
     for _, site in guide_sites:
         lq = site_log_prob(site, site["value"])
         if validate:
             site["log_prob"] = lq
             check_site_shape(site, max_plate_nesting)
-        lq = _reduce(_pad(lq, max_plate_nesting, ref), keep)
+        lq = _reduce(_pad(lq, max_plate_nesting, ref, not particle_dim), keep)
         total = total - lq
         if not site["fn"].has_rsample:
             score = lq if score is None else score + lq
         if direct is not None:
             lq_direct = site_log_prob(site, site["value"].detach())
-            direct = direct + _reduce(_pad(lq_direct, max_plate_nesting, ref), keep)
+            direct = direct + _reduce(
+                _pad(lq_direct, max_plate_nesting, ref, not particle_dim), keep
+            )
     assert isinstance(total, torch.Tensor)
     score_t = score if isinstance(score, torch.Tensor) else None
     direct_t = direct if isinstance(direct, torch.Tensor) else None
@@ -393,6 +404,14 @@ def draw_log_weights(
         traces = [trace_pair(model, guide, args, kwargs) for _ in range(num_particles)]
     if nesting == math.inf:  # sequential: read it off the traces
         nesting = _plate_nesting(traces)
+    if not any(_sample_sites(m) or _sample_sites(g) for m, g in traces):
+        # Nothing random and nothing observed: p(x) = 1, every weight is 0 (Pyro's ELBOs
+        # return a loss of 0 for such a pair).
+        for m, g in traces:
+            check_traces(m, g, int(nesting) + int(particle_plate))
+        zero = torch.zeros(num_particles)
+        direct = zero if want_direct else None
+        return LogWeights(zero, None, 1.0, [g for _, g in traces], direct), int(nesting)
     out = log_weights(
         traces, int(nesting) + int(particle_plate), particle_plate, want_direct=want_direct
     )
