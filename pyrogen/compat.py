@@ -2,7 +2,8 @@
 
 pyrogen builds on Pyro's public API wherever it can. A few things it needs have no public
 form: replacing a stale entry of the param store, running a program against a copy of the
-store's tables, recognising a subsample site and an unconditioned ``pyro.deterministic``.
+store's tables, recognising a subsample site and an unconditioned ``pyro.deterministic``,
+and Trace_ELBO's plate-wise log-ratio for score-function rewards.
 The recorder of Pyro's own HMC/NUTS statistics (:mod:`pyrogen.metrics.arviz`) also reads
 a kernel's cached potential energy and running acceptance, calls its kinetic energy and
 tree builder, and reads the diagnostics ``pyro.infer.MCMC`` collected. They live here, each
@@ -33,6 +34,7 @@ __all__ = [
     "TESTED_PYRO",
     "is_subsample",
     "is_unconditioned_deterministic",
+    "plate_wise_log_ratio",
     "register_module",
     "swapped_param_tables",
 ]
@@ -55,6 +57,16 @@ def is_unconditioned_deterministic(msg: Any) -> bool:
     fn = msg["fn"]
     v = getattr(getattr(fn, "base_dist", fn), "v", None)
     return isinstance(v, Tensor) and msg["value"].data_ptr() == v.data_ptr()
+
+
+def plate_wise_log_ratio(model_trace: Any, guide_trace: Any) -> Any:
+    """Trace_ELBO's detached log p - log q of every site, keyed by its plates (a
+    ``pyro.infer.util.MultiFrameTensor``, read with ``.sum_to(site's plates)``): the reward
+    of a non-reparameterized site, restricted to the terms in its own plates. The traces
+    must have their log-densities (``compute_log_prob`` / ``compute_score_parts``)."""
+    from pyro.infer.trace_elbo import _compute_log_r
+
+    return _compute_log_r(model_trace, guide_trace)
 
 
 def register_module(name: str, module: nn.Module) -> None:

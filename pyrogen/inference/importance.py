@@ -58,6 +58,7 @@ class LogWeights(NamedTuple):
             vectorized, one per particle otherwise (for gradient hooks on latent values).
         direct_log_q: :math:`\log q_\phi(\bar z_k \mid x)` with the sample values detached,
             so that its gradient is the score term alone; only computed on request (DReG).
+        model_traces: the model traces, paired with ``guide_traces``.
     """
 
     log_weight: torch.Tensor
@@ -65,6 +66,7 @@ class LogWeights(NamedTuple):
     scale: float | torch.Tensor
     guide_traces: list[Trace]
     direct_log_q: torch.Tensor | None
+    model_traces: list[Trace] | None = None
 
 
 def _sample_sites(trace: Trace) -> list[tuple[str, Any]]:
@@ -306,7 +308,7 @@ def log_weights(
         direct = None
         if want_direct:
             direct = torch.stack(torch.broadcast_tensors(*[d for d in directs if d is not None]))
-    return LogWeights(lw, score, scale, [g for _, g in traces], direct)
+    return LogWeights(lw, score, scale, [g for _, g in traces], direct, [m for m, _ in traces])
 
 
 def _plate_nesting(traces: Sequence[tuple[Trace, Trace]]) -> int:
@@ -411,7 +413,8 @@ def draw_log_weights(
             check_traces(m, g, int(nesting) + int(particle_plate))
         zero = torch.zeros(num_particles)
         direct = zero if want_direct else None
-        return LogWeights(zero, None, 1.0, [g for _, g in traces], direct), int(nesting)
+        guides, models = [g for _, g in traces], [m for m, _ in traces]
+        return LogWeights(zero, None, 1.0, guides, direct, models), int(nesting)
     out = log_weights(
         traces, int(nesting) + int(particle_plate), particle_plate, want_direct=want_direct
     )

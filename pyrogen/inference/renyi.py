@@ -31,7 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from pyro.distributions.util import is_identically_zero
+from pyro.poutine.util import prune_subsample_sites
 
+from pyrogen.compat import plate_wise_log_ratio
 from pyrogen.inference.importance import LogWeights, _sample_sites, draw_log_weights
 from pyrogen.inference.objective import Objective
 
@@ -112,6 +115,41 @@ def _leave_one_out(log_weight: torch.Tensor, alpha: float) -> torch.Tensor:
     return (torch.logaddexp(rest, c * others) - math.log(k)) / c
 
 
+def _trace_elbo_surrogate(w: LogWeights, num_particles: int) -> torch.Tensor:
+    r"""Trace_ELBO's gradient at :math:`\alpha = 1`, as a zero-valued surrogate: the model's
+    log-density and the reparameterized sites' entropy terms through the sampled values,
+    and for each non-reparameterized site its score times the log-ratio of the terms in its
+    own plates (Pyro's plate-wise Rao-Blackwellization: a local latent is credited with its
+    data point's terms only). The zero-mean gradient of :math:`-\log q` through the
+    parameters of those sites is left out, as Trace_ELBO leaves it out."""
+    assert w.model_traces is not None
+    surrogate: torch.Tensor | float = 0.0
+    for traced_model, traced_guide in zip(w.model_traces, w.guide_traces, strict=True):
+        model_trace = prune_subsample_sites(traced_model)  # plates' own sites, as Pyro does
+        guide_trace = prune_subsample_sites(traced_guide)
+        for trace in (model_trace, guide_trace):  # Pyro's scaled, masked densities afresh
+            for _, site in _sample_sites(trace):
+                for key in ("log_prob", "log_prob_sum", "unscaled_log_prob", "score_parts"):
+                    site.pop(key, None)
+        model_trace.compute_log_prob()
+        guide_trace.compute_score_parts()
+        log_r = None
+        for _, site in _sample_sites(model_trace):
+            surrogate = surrogate + site["log_prob_sum"]
+        for _, site in _sample_sites(guide_trace):
+            _, score_function, entropy = site["score_parts"]
+            if not is_identically_zero(entropy):
+                surrogate = surrogate - entropy.sum()
+            if not is_identically_zero(score_function):
+                if log_r is None:
+                    log_r = plate_wise_log_ratio(model_trace, guide_trace)
+                reward = log_r.sum_to(site["cond_indep_stack"])
+                surrogate = surrogate + (reward * score_function).sum()
+    assert isinstance(surrogate, torch.Tensor)
+    surrogate = surrogate / num_particles
+    return -(surrogate - surrogate.detach())
+
+
 class RenyiBound(Objective):
     r"""The variational Rényi bound :math:`\mathcal{L}_\alpha`; its negative is the loss.
 
@@ -129,7 +167,10 @@ class RenyiBound(Objective):
     - ``"reparam"``: the gradient of the :math:`K`-particle estimate through the
       reparameterized particles; guide sites without ``rsample`` add a score-function term
       whose reward is the per-point estimate minus a leave-one-out baseline (VIMCO), an
-      unbiased gradient of the expected estimate.
+      unbiased gradient of the expected estimate. At :math:`\alpha = 1` (the ELBO) the
+      gradient is Trace_ELBO's, draw by draw: each such site is credited with the
+      log-ratio of the terms in its own plates (a local latent with its data point's), and
+      the zero-mean gradient of :math:`-\log q` through its parameters is left out.
     - ``"dreg"``: doubly-reparameterized gradients (Tucker et al., 2018,
       https://arxiv.org/abs/1810.04152) for the guide: the score term of
       :math:`\log q` is dropped and particle :math:`k`'s path gradient weighted by
@@ -241,6 +282,9 @@ class RenyiBound(Objective):
             self._check_reparam(w)
             self._dreg_hooks(w)
         bound = self.bound(w)
+        if w.score is not None and self.alpha == 1.0 and not dreg:
+            value = -(w.scale * bound).sum()
+            return value.detach() + _trace_elbo_surrogate(w, self.num_particles)
         surrogate = bound
         if w.score is not None:
             if self.num_particles > 1:
@@ -249,12 +293,6 @@ class RenyiBound(Objective):
                 reward = bound.detach().unsqueeze(0)
             score = (reward * w.score).sum(0)
             surrogate = surrogate + score - score.detach()
-            if self.alpha == 1.0:
-                # At alpha = 1 the estimate is a mean of log-weights, and the gradient of
-                # -log q through the parameters of a non-reparameterized site has mean zero
-                # under q: drop it, as Trace_ELBO does (same expectation, less variance).
-                direct = w.score.mean(0)
-                surrogate = surrogate + direct - direct.detach()
         return -(w.scale * surrogate).sum()
 
     def _check_reparam(self, w: LogWeights) -> None:
