@@ -15,6 +15,11 @@ from pyrogen.metrics.ais import (
 from pyrogen.metrics.arviz import PyroStatsRecorder, to_arviz
 from pyrogen.metrics.guide_draws import GuideDraws, draw_guide
 from pyrogen.metrics.likelihood import LogLikelihood, active_units, log_likelihood
+from pyrogen.metrics.posterior_comparison import (
+    PosteriorComparison,
+    compare_posteriors,
+    plot_forest,
+)
 from pyrogen.metrics.psis import khat_threshold, psis_khat, psis_moments, psis_smooth
 from pyrogen.metrics.sample_quality import (
     MMD,
@@ -34,6 +39,7 @@ __all__ = [
     "LogLikelihood",
     "MMD",
     "ModeCoverage",
+    "PosteriorComparison",
     "PyroStatsRecorder",
     "RBMLogLikelihood",
     "VSBCResult",
@@ -41,6 +47,7 @@ __all__ = [
     "ais_log_partition",
     "base_log_partition",
     "base_rate_bias",
+    "compare_posteriors",
     "default_betas",
     "draw_guide",
     "energy_distance",
@@ -50,6 +57,7 @@ __all__ = [
     "median_bandwidth",
     "mmd",
     "mode_coverage",
+    "plot_forest",
     "psis_khat",
     "psis_moments",
     "psis_smooth",
