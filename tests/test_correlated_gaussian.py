@@ -52,7 +52,7 @@ def test_svi_fits_reach_the_closed_form(alpha: float) -> None:
     batch-means standard errors of the iterates plus 1 % for the K = 1000 bound's bias."""
     pyro.clear_param_store()
     objective = RenyiBound(alpha, 1000, max_plate_nesting=0)
-    mean, se, _ = fit_guide(P.model, MeanFieldGuide(2), objective, num_steps=3000, lr=0.02)
+    mean, se, *_ = fit_guide(P.model, MeanFieldGuide(2), objective, num_steps=3000, lr=0.02)
     truth = torch.cat([P.mean, torch.full((2,), P.renyi_variance_2d(alpha))])
     tol = Z * se + 0.01 * truth.abs()
     assert ((mean - truth).abs() < tol).all(), (mean, truth, se)
@@ -62,6 +62,6 @@ def test_svi_fits_reach_the_closed_form(alpha: float) -> None:
 def test_a_full_rank_guide_is_exact_under_the_elbo() -> None:
     pyro.clear_param_store()
     objective = RenyiBound(1.0, 100, max_plate_nesting=0)
-    mean, se, _ = fit_guide(P.model, FullRankGuide(2), objective, num_steps=3000, lr=0.02)
+    mean, se, *_ = fit_guide(P.model, FullRankGuide(2), objective, num_steps=3000, lr=0.02)
     truth = torch.cat([P.mean, torch.diagonal(P.cov)])
     assert ((mean - truth).abs() < Z * se + 0.01 * truth.abs()).all(), (mean, se)
