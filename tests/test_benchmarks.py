@@ -68,6 +68,17 @@ def test_gpu_smoke_on_cpu(tmp_path: Path) -> None:
     assert "## Bayesian logistic regression" in (tmp_path / "gpu.md").read_text()
 
 
+def test_posteriors_smoke(tmp_path: Path) -> None:
+    _run("posteriors.py", "--out", str(tmp_path))
+    payload = json.loads((tmp_path / "posteriors.json").read_text())
+    assert [r["problem"] for r in payload["problems"]] == ["eight schools", "logistic regression"]
+    for result in payload["problems"]:
+        fits = {s["fit"] for s in result["summary"]}
+        assert {"mean-field, ELBO", "full-rank, ELBO", "HMC, 4 chains x 500"} <= fits
+        assert all(s["khat"] is not None for s in result["summary"] if "HMC" not in s["fit"])
+    assert (tmp_path / "posteriors_eight_schools.png").stat().st_size > 0
+
+
 def test_rbm_mnist_smoke(tmp_path: Path) -> None:
     _run("rbm_mnist.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path), "--no-progress")
     summary = json.loads((tmp_path / "rbm_mnist.json").read_text())

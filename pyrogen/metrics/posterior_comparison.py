@@ -126,8 +126,8 @@ def compare_posteriors(
     for fit_name, fit_draws in draws.items():
         fit = fits[fit_name]
         khat = None
-        if isinstance(fit, GuideDraws) and fit.log_weight.dim() == 1:
-            khat = float(psis_khat(fit))
+        if isinstance(fit, GuideDraws) and fit.log_weight.numel() == fit.num_samples:
+            khat = float(psis_khat(fit.log_weight.reshape(-1)))  # one weight per draw
         moments = _moments(fit_draws)
         mean_errors, sd_errors = [], []
         for site in names:
