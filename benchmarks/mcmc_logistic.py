@@ -36,38 +36,22 @@ from typing import Any
 
 import numpy as np
 import pyro
-import pyro.distributions as dist
 import torch
 
 from pyrogen.inference.mcmc import hmc, sample
+from pyrogen.models import logistic_regression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyrogen.machine import machine  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message="More chains")
-N, D = 1000, 10
+N, D = logistic_regression.N, logistic_regression.D
 ROOT = Path(__file__).resolve().parent
 
 
-def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, D)).astype(np.float32)
-    coef = rng.standard_normal(D)
-    intercept = rng.normal(0.0, 5.0) * 0.2  # a fifth of a prior draw keeps both classes common
-    p = 1 / (1 + np.exp(-(x @ coef + intercept)))
-    y = (rng.random(N) < p).astype(np.float32)
-    return x, y, np.append(coef, intercept)
-
-
-def pyro_model(x: torch.Tensor, y: torch.Tensor) -> None:
-    """The model once, broadcasting over a leading chain dimension (pyrogen) or not (Pyro)."""
-    zero = x.new_zeros(())  # the priors on the data's device
-    coef = pyro.sample("coef", dist.Normal(zero, 1.0).expand([D]).to_event(1))
-    intercept = pyro.sample("intercept", dist.Normal(zero, 5.0))
-    logits = (x * coef).sum(-1) + intercept  # (N,) for one chain, (chains, N) for many
-    with pyro.plate("data", N):
-        pyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
+make_data = logistic_regression.data  # the data and model live in the library
+pyro_model = logistic_regression.model
 
 
 def draws_matrix(samples: dict[str, Any]) -> np.ndarray:

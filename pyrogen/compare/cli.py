@@ -8,16 +8,58 @@ from dataclasses import fields
 from pathlib import Path
 
 from pyrogen.compare.config import DATASETS, DEFAULT_OBJECTIVES, CompareConfig
+from pyrogen.compare.posterior import FAMILIES, POSTERIOR_PROBLEMS, PosteriorBudget, run_posterior
 from pyrogen.compare.run import run
 from pyrogen.models import ARCHITECTURES, LIKELIHOODS
 
-__all__ = ["add_arguments", "main"]
+__all__ = ["VAE_PROBLEMS", "add_arguments", "list_text", "main"]
+
+OBJECTIVE_NAMES = {
+    "elbo": "the ELBO (RenyiBound alpha = 1)",
+    "iwae[:K]": "IWAE with K particles (default 5)",
+    "renyi:ALPHA[:K]": "the Rényi bound of order ALPHA",
+    "vrmax[:K]": "VR-max (alpha = -inf)",
+}
+
+
+VAE_PROBLEMS = {
+    "digits-vae": "a VAE on scikit-learn's 8x8 digits under the Rényi family (the default)",
+    "mnist-vae": "a VAE on dynamically binarized MNIST under the Rényi family (--data-dir)",
+}
+
+
+def list_text() -> str:
+    """``pyrogen compare --list``: every problem and family, one line each."""
+    lines = ["problems:"]
+    lines += [f"  {name:22s} {text}" for name, text in VAE_PROBLEMS.items()]
+    for name, build in POSTERIOR_PROBLEMS.items():
+        lines.append(f"  {name:22s} {build().description}")
+    lines += ["families of the VAE problems (--objectives):"]
+    lines += [f"  {n:22s} {t}" for n, t in OBJECTIVE_NAMES.items()]
+    lines += ["families of the posterior problems (--families):"]
+    lines += [f"  {n:22s} {t}" for n, t in FAMILIES.items()]
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``pyrogen compare``'s options (one per :class:`CompareConfig` field)."""
+    """Add ``pyrogen compare``'s options (one per :class:`CompareConfig` field, and the
+    problem, the posterior families and their budget)."""
     d = CompareConfig()
-    parser.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    problems = [*VAE_PROBLEMS, *POSTERIOR_PROBLEMS]
+    parser.add_argument(
+        "--problem", choices=problems, default="digits-vae", help="default: %(default)s"
+    )
+    parser.add_argument("--list", action="store_true", help="list problems and families")
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=["mean-field", "full-rank", "renyi:0.5", "iwae", "hmc"],
+        metavar="NAME",
+        help="posterior problems: mean-field, full-rank, renyi:ALPHA, iwae, hmc",
+    )
+    parser.add_argument("--steps", type=int, default=3000, help="posterior problems: SVI steps")
+    parser.add_argument("--particles", type=int, default=8, help="posterior problems: K")
+    parser.add_argument("--dataset", choices=DATASETS, default=None, help="VAE problems only")
     parser.add_argument(
         "--data-dir", default=None, help="folder with the MNIST IDX files (or set PYROGEN_DATA)"
     )
@@ -53,8 +95,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _posterior(args: argparse.Namespace) -> int:
+    out = args.out if args.out != CompareConfig().out else f"runs/compare-{args.problem}"
+    try:
+        budget = PosteriorBudget(steps=args.steps, particles=args.particles, seed=args.seed)
+        result = run_posterior(
+            POSTERIOR_PROBLEMS[args.problem](), args.families, budget, out, args.progress
+        )
+    except ValueError as exc:
+        print(f"pyrogen compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.markdown())
+    print("wrote " + ", ".join(str(f) for f in result.files))
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the comparison; 2 on a bad setting, 130 after Ctrl-C (the checkpoints kept)."""
+    if args.list:
+        print(list_text())
+        return 0
+    if args.problem in POSTERIOR_PROBLEMS:
+        return _posterior(args)
+    if args.dataset is None:
+        args.dataset = "mnist" if args.problem == "mnist-vae" else "digits"
+    elif args.problem == "mnist-vae" and args.dataset != "mnist":
+        print("pyrogen compare: error: --problem mnist-vae is --dataset mnist", file=sys.stderr)
+        return 2
     names = {f.name for f in fields(CompareConfig)}
     config = CompareConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:

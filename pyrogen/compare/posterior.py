@@ -1,0 +1,346 @@
+r"""Posterior comparisons: any Pyro model's posterior fitted by several families at one budget,
+side by side against exact moments or a long HMC run.
+
+A :class:`PosteriorProblem` is a model, its arguments, the sites to compare and, where known,
+the exact posterior moments. A family fits it:
+
+* ``mean-field`` / ``full-rank``: Pyro's ``AutoNormal`` / ``AutoMultivariateNormal`` under
+  the ELBO;
+* ``renyi:ALPHA`` and ``iwae``: the mean-field guide under the Rényi bound / IWAE;
+* ``hmc``: pyrogen's batched HMC (4 chains by default).
+
+Guides are fitted by :func:`~pyrogen.inference.fit.fit_guide` (Adam, the step cut by 0.3 at
+each third, parameters averaged over the last third) with the same steps and particles, so
+their gradient evaluations are equal; HMC's are counted and shown beside them. Each fit is
+scored by :func:`~pyrogen.metrics.compare_posteriors` (mean and sd errors in reference-sd
+units, PSIS k-hat) and drawn in one forest plot.
+
+Example (a user's model)::
+
+    import pyro, pyro.distributions as dist, torch
+    from pyrogen.compare.posterior import PosteriorProblem, run_posterior
+
+    x = torch.randn(200, 3)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 * torch.randn(200)
+
+    def model(x, y):
+        w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Normal((x * w).sum(-1), sigma), obs=y)
+
+    problem = PosteriorProblem("my regression", model, (x, y), sites=["w", "sigma"])
+    result = run_posterior(problem, ["mean-field", "full-rank", "hmc"], out="runs/mine")
+    print(result.markdown())
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pyro
+import torch
+from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
+
+from pyrogen.inference.fit import fit_guide
+from pyrogen.inference.mcmc import sample
+from pyrogen.inference.renyi import RenyiBound
+from pyrogen.metrics.guide_draws import draw_guide
+from pyrogen.metrics.posterior_comparison import compare_posteriors, plot_forest
+from pyrogen.metrics.psis import khat_threshold
+
+__all__ = [
+    "FAMILIES",
+    "POSTERIOR_PROBLEMS",
+    "PosteriorBudget",
+    "PosteriorProblem",
+    "PosteriorResult",
+    "parse_family",
+    "run_posterior",
+]
+
+
+@dataclass
+class PosteriorProblem:
+    """A model to fit: ``model(*args)``, the sites to compare, and the exact posterior's
+    moments (site -> (mean, sd)) when known; without them a long HMC run is the reference."""
+
+    name: str
+    model: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    sites: Sequence[str] | None = None
+    exact: Mapping[str, tuple[Any, Any]] | None = None
+    description: str = ""
+
+
+@dataclass
+class PosteriorBudget:
+    """Every guide: ``steps`` Adam steps at ``lr`` with ``particles`` particles; HMC:
+    ``hmc_chains`` x ``hmc_draws`` after ``hmc_warmup``; the reference HMC run (when there is
+    no exact answer) and the k-hat draws."""
+
+    steps: int = 3000
+    lr: float = 0.01
+    particles: int = 8
+    hmc_chains: int = 4
+    hmc_warmup: int = 500
+    hmc_draws: int = 500
+    reference_chains: int = 64
+    reference_warmup: int = 1000
+    reference_draws: int = 2000
+    khat_draws: int = 4000
+    seed: int = 0
+
+
+FAMILIES: dict[str, str] = {
+    "mean-field": "AutoNormal under the ELBO",
+    "full-rank": "AutoMultivariateNormal under the ELBO",
+    "renyi:ALPHA": "AutoNormal under the Rényi bound of order ALPHA (K particles)",
+    "iwae": "AutoNormal under IWAE (the Rényi bound at alpha = 0)",
+    "hmc": "pyrogen's batched HMC (ChEES trajectories, target acceptance 0.95)",
+}
+
+
+def parse_family(name: str) -> tuple[str, float | None]:
+    """``"renyi:0.5"`` -> ``("renyi", 0.5)``; other names -> ``(name, None)``."""
+    base, _, arg = name.partition(":")
+    if base == "renyi":
+        try:
+            alpha = float(arg)
+        except ValueError:
+            raise ValueError(
+                f"family {name!r}: give the order as renyi:ALPHA, e.g. renyi:0.5"
+            ) from None
+        if math.isnan(alpha):
+            raise ValueError(f"family {name!r}: alpha is NaN")
+        return base, alpha
+    if arg or base not in ("mean-field", "full-rank", "iwae", "hmc"):
+        raise ValueError(f"unknown family {name!r}; families: {', '.join(FAMILIES)}")
+    return base, None
+
+
+class PosteriorResult(NamedTuple):
+    """The per-fit summary rows, the per-parameter rows, the reference's description and
+    the files written (if any)."""
+
+    problem: str
+    reference: str
+    summary: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    files: list[Path]
+
+    def markdown(self) -> str:
+        lines = [
+            f"## {self.problem}",
+            "",
+            f"Reference: {self.reference}.",
+            "",
+            "| fit | max abs mean error (ref sd) | max abs sd error | narrowest / widest sd | "
+            "k-hat | seconds | gradient evaluations |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in self.summary:
+            khat = "-" if s["khat"] is None else f"{s['khat']:.2f}"
+            lines.append(
+                f"| {s['fit']} | {s['max_abs_mean_error']:.3f} | {s['max_abs_sd_error']:.3f} | "
+                f"{s['narrowest']:+.3f} / {s['widest']:+.3f} | {khat} | {s['seconds']:.1f} | "
+                f"{s['gradient_evaluations']:,} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _hmc(problem: PosteriorProblem, chains: int, warmup: int, draws: int, seed: int) -> Any:
+    return sample(
+        model=problem.model,
+        model_args=problem.args,
+        num_chains=chains,
+        num_warmup=warmup,
+        num_samples=draws,
+        generator=torch.Generator().manual_seed(seed),
+        progress=False,
+    )
+
+
+def _fit_family(
+    problem: PosteriorProblem, family: str, budget: PosteriorBudget
+) -> tuple[Any, dict[str, Any]]:
+    base, alpha = parse_family(family)
+    if base == "hmc":
+        start = time.perf_counter()
+        run = _hmc(problem, budget.hmc_chains, budget.hmc_warmup, budget.hmc_draws, budget.seed)
+        # leapfrog steps of the draws, scaled up for the warm-up (whose steps are not kept)
+        evaluations = float(run.stats["num_steps"].sum()) * (
+            1 + budget.hmc_warmup / budget.hmc_draws
+        )
+        return run, {
+            "seconds": time.perf_counter() - start,
+            "gradient_evaluations": int(evaluations),
+        }
+    pyro.clear_param_store()
+    guide = (AutoMultivariateNormal if base == "full-rank" else AutoNormal)(problem.model)
+    order = {"mean-field": 1.0, "full-rank": 1.0, "iwae": 0.0}.get(base, alpha)
+    assert order is not None
+    objective = RenyiBound(order, budget.particles)
+    fit = fit_guide(
+        problem.model,
+        guide,
+        objective,
+        *problem.args,
+        num_steps=budget.steps,
+        lr=budget.lr,
+        seed=budget.seed,
+    )
+    pyro.set_rng_seed(budget.seed + 1)
+    draws = draw_guide(problem.model, guide, *problem.args, num_samples=budget.khat_draws)
+    return draws, {"seconds": fit.seconds, "gradient_evaluations": fit.gradient_evaluations}
+
+
+def run_posterior(
+    problem: PosteriorProblem,
+    families: Sequence[str],
+    budget: PosteriorBudget | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> PosteriorResult:
+    """Fit ``problem`` with every family at ``budget`` and compare them with the exact
+    moments or a reference HMC run; with ``out``, write ``results.{md,csv,json}`` and
+    ``forest.png`` there."""
+    budget = budget or PosteriorBudget()
+    for family in families:
+        parse_family(family)
+    if not families:
+        raise ValueError("no families to fit")
+    fits: dict[str, Any] = {}
+    costs: dict[str, dict[str, Any]] = {}
+    reference: str | Mapping[str, tuple[Any, Any]]
+    if problem.exact is not None:
+        reference, how = problem.exact, "exact posterior moments"
+    else:
+        start = time.perf_counter()
+        fits["reference HMC"] = _hmc(
+            problem,
+            budget.reference_chains,
+            budget.reference_warmup,
+            budget.reference_draws,
+            seed=12345,
+        )
+        reference = "reference HMC"
+        how = (
+            f"pyrogen HMC, {budget.reference_chains} chains x {budget.reference_draws} draws "
+            f"after {budget.reference_warmup} warm-up ({time.perf_counter() - start:.0f} s)"
+        )
+        if progress:
+            print(f"{problem.name}: reference done ({how})", flush=True)
+    for family in families:
+        fits[family], costs[family] = _fit_family(problem, family, budget)
+        if progress:
+            print(f"{problem.name}: {family} in {costs[family]['seconds']:.1f} s", flush=True)
+    comparison = compare_posteriors(fits, reference=reference, sites=problem.sites)
+    summary = []
+    for s in comparison.summary:
+        if s["fit"] == "reference HMC":
+            continue
+        signed = [r["sd_error"] for r in comparison.rows if r["fit"] == s["fit"]]
+        summary.append(s | costs[s["fit"]] | {"narrowest": min(signed), "widest": max(signed)})
+    rows = [r for r in comparison.rows if r["fit"] != "reference HMC"]
+    files: list[Path] = []
+    if out is not None:
+        files = _write(Path(out), problem, how, summary, rows, fits, budget)
+    return PosteriorResult(problem.name, how, summary, rows, files)
+
+
+def _write(
+    out: Path,
+    problem: PosteriorProblem,
+    how: str,
+    summary: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    fits: dict[str, Any],
+    budget: PosteriorBudget,
+) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    result = PosteriorResult(problem.name, how, summary, rows, [])
+    budget_line = (
+        f"Budget: guides {budget.steps} Adam steps (lr {budget.lr}, K = {budget.particles}); "
+        f"HMC {budget.hmc_chains} chains x {budget.hmc_draws} draws after {budget.hmc_warmup} "
+        f"warm-up; k-hat from {budget.khat_draws} draws (reliable below "
+        f"{khat_threshold(budget.khat_draws):.2f})."
+    )
+    md = out / "results.md"
+    md.write_text(result.markdown() + "\n" + budget_line + "\n")
+    js = out / "results.json"
+    js.write_text(
+        json.dumps(
+            {
+                "problem": problem.name,
+                "reference": how,
+                "budget": vars(budget),
+                "summary": summary,
+                "rows": rows,
+            },
+            indent=1,
+            default=float,
+        )
+        + "\n"
+    )
+    cs = out / "results.csv"
+    with cs.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    forest = plot_forest(fits, out / "forest.png", sites=problem.sites)
+    return [md, cs, js, forest]
+
+
+def _correlated_gaussian() -> PosteriorProblem:
+    from pyrogen.models.correlated_gaussian import CorrelatedGaussian
+
+    target = CorrelatedGaussian()
+    return PosteriorProblem(
+        "correlated-gaussian",
+        target.model,
+        sites=["z"],
+        exact={"z": (target.mean, torch.diagonal(target.cov).sqrt())},
+        description="N((0, 1), [[1, .9], [.9, 1]]): the lecture's example, exact moments",
+    )
+
+
+def _eight_schools() -> PosteriorProblem:
+    from pyrogen.models import eight_schools
+
+    return PosteriorProblem(
+        "eight-schools",
+        eight_schools.model,
+        (eight_schools.data(),),
+        sites=["mu", "tau", "theta"],
+        description="non-centred eight schools (Rubin's data), against long HMC",
+    )
+
+
+def _logistic() -> PosteriorProblem:
+    from pyrogen.models import logistic_regression
+
+    x, y, _ = logistic_regression.data()
+    return PosteriorProblem(
+        "logistic",
+        logistic_regression.model,
+        (torch.from_numpy(x), torch.from_numpy(y)),
+        sites=["coef", "intercept"],
+        description="Bayesian logistic regression, N = 1000, D = 10 + intercept (the MCMC "
+        "benchmark's), against long HMC",
+    )
+
+
+#: name -> a function building the problem (data are made on demand).
+POSTERIOR_PROBLEMS: dict[str, Callable[[], PosteriorProblem]] = {
+    "correlated-gaussian": _correlated_gaussian,
+    "eight-schools": _eight_schools,
+    "logistic": _logistic,
+}

@@ -1,0 +1,109 @@
+"""The posterior harness: every family runs end to end on a tiny problem and gives its row;
+the exact-moment and HMC references; a user's own model; the command."""
+
+import json
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrogen.cli import main as cli
+from pyrogen.compare.posterior import (
+    FAMILIES,
+    POSTERIOR_PROBLEMS,
+    PosteriorBudget,
+    PosteriorProblem,
+    parse_family,
+    run_posterior,
+)
+
+TINY = PosteriorBudget(
+    steps=90,
+    lr=0.05,
+    particles=4,
+    hmc_chains=2,
+    hmc_warmup=30,
+    hmc_draws=30,
+    reference_chains=4,
+    reference_warmup=50,
+    reference_draws=100,
+    khat_draws=300,
+)
+ALL = ["mean-field", "full-rank", "renyi:0.5", "iwae", "hmc"]
+
+
+def test_every_family_gives_its_row_on_an_exact_problem(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert {parse_family(f)[0] for f in ALL} == {n.split(":")[0] for n in FAMILIES}
+    result = run_posterior(POSTERIOR_PROBLEMS["correlated-gaussian"](), ALL, TINY, tmp_path)
+    assert result.reference == "exact posterior moments"
+    assert [s["fit"] for s in result.summary] == ALL
+    for s in result.summary:
+        assert math.isfinite(s["max_abs_mean_error"]) and math.isfinite(s["max_abs_sd_error"])
+        assert s["gradient_evaluations"] > 0 and s["seconds"] > 0
+        assert (s["khat"] is None) == (s["fit"] == "hmc")
+    guides = [s for s in result.summary if s["fit"] != "hmc"]
+    assert all(s["gradient_evaluations"] == 90 * 4 for s in guides)  # one budget for all
+    assert {f.name for f in result.files} == {
+        "results.md",
+        "results.csv",
+        "results.json",
+        "forest.png",
+    }
+    assert json.loads((tmp_path / "results.json").read_text())["budget"]["steps"] == 90
+
+
+def test_a_users_model_against_a_reference_hmc_run() -> None:
+    """The README's example, smaller: a model of the user's, no exact answer."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 2, generator=gen)
+    y = x @ torch.tensor([1.0, -0.5]) + 0.3 * torch.randn(50, generator=gen)
+
+    def model(x: torch.Tensor, y: torch.Tensor) -> None:
+        w = pyro.sample("w", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Normal((x * w).sum(-1), sigma), obs=y)
+
+    problem = PosteriorProblem("mine", model, (x, y), sites=["w", "sigma"])
+    result = run_posterior(problem, ["full-rank", "hmc"], TINY, progress=False)
+    assert result.reference.startswith("pyrogen HMC, 4 chains x 100")
+    assert {r["parameter"] for r in result.rows} == {"w[0]", "w[1]", "sigma"}
+    assert "| full-rank |" in result.markdown()
+
+
+def test_bad_families() -> None:
+    with pytest.raises(ValueError, match="unknown family 'nuts'"):
+        parse_family("nuts")
+    with pytest.raises(ValueError, match="renyi:ALPHA"):
+        parse_family("renyi:half")
+    with pytest.raises(ValueError, match="no families"):
+        run_posterior(POSTERIOR_PROBLEMS["correlated-gaussian"](), [], TINY)
+
+
+def test_the_command(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli(["compare", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ["digits-vae", "mnist-vae", *POSTERIOR_PROBLEMS, *FAMILIES]:
+        assert name in listed
+    code = cli(
+        [
+            "compare",
+            "--problem",
+            "correlated-gaussian",
+            "--families",
+            "mean-field",
+            "hmc",
+            "--steps",
+            "60",
+            "--particles",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert code == 0 and (tmp_path / "results.md").exists()
+    assert cli(["compare", "--problem", "logistic", "--families", "nuts"]) == 2
+    assert "unknown family 'nuts'" in capsys.readouterr().err
