@@ -143,8 +143,14 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="corrupt"):
         run(_config(tmp_path, epochs=3, objectives=["elbo"], resume=True))
-    # without --resume the damaged checkpoint is replaced by a fresh run
-    run(_config(tmp_path, epochs=1, objectives=["elbo"]))
+    # a run that exists is refused without --resume or --overwrite (no work lost by a
+    # command repeated without its flag); --overwrite replaces the damaged checkpoint
+    with pytest.raises(ValueError, match="holds a run of elbo: pass --resume"):
+        run(_config(tmp_path, epochs=1, objectives=["elbo"]))
+    with pytest.raises(ValueError, match="exclude each other"):
+        run(_config(tmp_path, epochs=1, objectives=["elbo"], resume=True, overwrite=True))
+    run(_config(tmp_path, epochs=1, objectives=["elbo"], overwrite=True))
+    assert torch.load(path, weights_only=True)["iteration"] > 0
 
 
 def test_model_mismatch_is_reported(tmp_path: Path) -> None:
@@ -196,6 +202,15 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown objective 'gan'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare", "--dataset", "cifar"])
+    # a user's mistakes are one line and exit code 2: an existing run, a file as --out,
+    # a device this machine lacks
+    assert main(args) == 2
+    assert "pass --resume to continue it or --overwrite" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main([*args[:-2], str(tmp_path / "file"), "--no-progress"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["compare", "--device", "tpu", "--out", str(tmp_path / "x")]) == 2
+    assert "not a torch device" in capsys.readouterr().err
 
 
 def test_mnist_loads_when_present(tmp_path: Path, mnist_dir: Path) -> None:
@@ -208,8 +223,11 @@ def test_mnist_loads_when_present(tmp_path: Path, mnist_dir: Path) -> None:
 def test_device_cuda(tmp_path: Path) -> None:
     config = _config(tmp_path, epochs=1, objectives=["iwae:2"], device="cuda")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA device"):
+        with pytest.raises(ValueError, match="torch sees no CUDA device"):
             run(config)
+        for name, match in [("cuda:7", "CUDA"), ("tpu", "not a torch device"), ("mps", "not")]:
+            with pytest.raises(ValueError, match=match):
+                run(_config(tmp_path, device=name))
         return
     (r,) = run(config)  # pragma: no cover - GPU machines only
     assert math.isfinite(r["test_ll"])  # pragma: no cover

@@ -88,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue from the checkpoints in --out"
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again, replacing the checkpoints in --out (without it or --resume, a "
+        "run that exists is refused)",
+    )
+    parser.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",

@@ -17,7 +17,7 @@ __all__ = ["DATASETS", "DEFAULT_OBJECTIVES", "CompareConfig", "ObjectiveSpec", "
 DEFAULT_OBJECTIVES = ("elbo", "iwae:5", "renyi:0.5", "renyi:-1", "vrmax")
 DATASETS = ("digits", "mnist")
 # Settings a resumed run may change: the rest must match the checkpoint.
-_RESUMABLE = {"epochs", "out", "resume", "progress", "data_dir"}
+_RESUMABLE = {"epochs", "out", "resume", "overwrite", "progress", "data_dir"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,28 @@ def parse_objective(name: str) -> ObjectiveSpec:
     raise ValueError(f"unknown objective {name!r}; {usage}")
 
 
+def check_device(name: str) -> torch.device:
+    """``name`` as a torch device that this machine has, or a ValueError saying why not."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"device {name!r} is not a torch device (cpu, cuda, cuda:1, mps)"
+        ) from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r}: torch sees no CUDA device on this machine")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s)")
+        return device
+    if device.type == "mps" and torch.backends.mps.is_available():
+        return device
+    raise ValueError(f"device {name!r} is not available here (use cpu or cuda)")
+
+
 @dataclass
 class CompareConfig:
     """Everything that defines a comparison run (see ``pyrogen compare --help``)."""
@@ -96,6 +118,7 @@ class CompareConfig:
     curve_points: int = 1000
     out: str = "compare-results"
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
 
     @property
@@ -125,7 +148,9 @@ class CompareConfig:
         keys = [parse_objective(o).key for o in self.objectives]
         if len(set(keys)) != len(keys):
             raise ValueError(f"objectives repeat: {self.objectives}")
-        torch.device(self.device)  # raises on a malformed device string
+        check_device(self.device)
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: pick one")
 
     def identity(self) -> dict[str, Any]:
         """The settings a checkpoint must share with the run that resumes it."""

@@ -253,15 +253,21 @@ def run(config: CompareConfig) -> list[dict[str, Any]]:
     """
     config.validate()
     device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
     specs = [parse_objective(o) for o in config.objectives]
-    data = Data(config)
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    existing = [s.key for s in specs if (out / "checkpoints" / f"{s.key}.pt").exists()]
+    if existing and not (config.resume or config.overwrite):
+        raise ValueError(
+            f"{out / 'checkpoints'} holds a run of {', '.join(existing)}: pass --resume to "
+            "continue it or --overwrite to start again"
+        )
+    data = Data(config)
     out.mkdir(parents=True, exist_ok=True)
-    if not config.resume:
-        for spec in specs:
-            (out / "checkpoints" / f"{spec.key}.pt").unlink(missing_ok=True)
+    if config.overwrite:
+        for key in existing:
+            (out / "checkpoints" / f"{key}.pt").unlink()
     results = []
     for spec in specs:
         try:
