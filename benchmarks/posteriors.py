@@ -88,7 +88,7 @@ def markdown(payload: dict[str, Any]) -> str:
     for result in payload["problems"]:
         table = result["markdown"].split("\n", 1)[1]  # without its own heading
         lines += ["", f"## {result['problem']} ({', '.join(result['sites'])})"]
-        lines += [table.rstrip("\n"), f"Figure: `{result['figure']}`.", "", "Goals:"]
+        lines += [table.rstrip("\n"), "", f"Figure: `{result['figure']}`.", "", "Goals:"]
         lines += [f"- {g}" for g in goals(result)]
     return "\n".join(lines) + "\n"
 
