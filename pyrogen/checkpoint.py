@@ -58,9 +58,12 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
+        # torch's own message advises weights_only=False, which would run any code in the
+        # file: never repeat it; name the file and what can be done instead
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(exc).__name__}: {str(exc)[:200]}); "
-            "it is corrupt or not a pyrogen checkpoint: delete it to start that run afresh"
+            f"cannot read checkpoint {path} ({type(exc).__name__}): it is truncated, corrupt, "
+            "or holds objects other than tensors and plain containers, which pyrogen never "
+            "unpickles; delete it (or pass --overwrite) to start that run afresh"
         ) from exc
     if not isinstance(payload, dict) or "kind" not in payload:
         raise CheckpointError(f"{path} is not a pyrogen checkpoint (no 'kind' tag)")

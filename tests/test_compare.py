@@ -159,8 +159,11 @@ def test_model_mismatch_is_reported(tmp_path: Path) -> None:
     ckpt = torch.load(path, weights_only=True)
     ckpt["params"]["model"] = {"vae.encoder$$$net.0.weight": torch.zeros(2, 2)}
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointError, match="does not fit this model"):
+    with pytest.raises(CheckpointError, match="saved from another model") as info:
         run(_config(tmp_path, epochs=2, objectives=["elbo"], resume=True))
+    # the file and the parameter as the user wrote it, not Pyro's internal separator
+    assert str(path) in str(info.value) and "vae.decoder.net.0.weight" in str(info.value)
+    assert "$$$" not in str(info.value)
 
 
 def test_bad_config(tmp_path: Path) -> None:

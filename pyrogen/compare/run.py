@@ -205,7 +205,7 @@ def _fit_one(
                 transform=data.transform,
             )
     except CheckpointError as exc:  # the settings matched, the saved parameters do not
-        raise CheckpointError(f"{path} does not fit this model: {exc}") from exc
+        raise CheckpointError(f"{exc}; objective {spec.label}") from exc
 
     # The scoring's draws come from a forked state: the checkpoint keeps the state after
     # training, from which a longer --epochs goes on as an uninterrupted run would.

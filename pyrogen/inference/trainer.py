@@ -77,6 +77,12 @@ Transform = Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]]
 binarization), drawn with the trainer's data generator so that resume stays exact."""
 
 
+def _readable(name: str) -> str:
+    """A Pyro parameter name as a user wrote it: ``"vae.encoder$$$net.0.weight"`` (Pyro's
+    module separator) -> ``"vae.encoder.net.0.weight"``."""
+    return name.replace("$$$", ".")
+
+
 class Trainer:
     """Fits ``model`` (and ``guide``) under any pyrogen ``objective``.
 
@@ -223,13 +229,18 @@ class Trainer:
             for role, params in self.params.items():
                 saved = state["params"][role]
                 if set(saved) != set(params):
+                    differ = ", ".join(_readable(n) for n in sorted(set(saved) ^ set(params))[:5])
                     raise CheckpointError(
-                        f"{self.checkpoint} holds other parameters for role {role!r}: "
-                        f"{sorted(set(saved) ^ set(params))[:5]} differ"
+                        f"{self.checkpoint} was saved from another model: its parameters of "
+                        f"role {role!r} differ from this one's ({differ})"
                     )
                 for name, p in params.items():
                     if saved[name].shape != p.shape:
-                        raise CheckpointError(f"parameter {name!r} changed shape")
+                        raise CheckpointError(
+                            f"{self.checkpoint} was saved from another model: parameter "
+                            f"{_readable(name)} has shape {tuple(saved[name].shape)} there and "
+                            f"{tuple(p.shape)} here (another architecture or latent size?)"
+                        )
                     p.copy_(saved[name])
         try:
             self.objective.load_state_dict(state["objective"])
