@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     compare_parser = commands.add_parser(
         "compare",
-        help="train one VAE under several objectives; table and figures",
+        help="fit one problem (a VAE, or a posterior) by several objectives; table, figures",
         description=compare.__doc__.split("\n\n")[0] if compare.__doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     compare_cli.add_arguments(compare_parser)
     return parser

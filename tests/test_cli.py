@@ -52,3 +52,24 @@ def test_missing_mnist_names_the_command_line_option(
     assert code == 2
     err = capsys.readouterr().err
     assert "--data-dir" in err and "Traceback" not in err
+
+
+def test_every_compare_option_has_help_and_shows_its_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pyrogen.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    compare = commands.choices["compare"]  # type: ignore[index]
+    for action in compare._actions:
+        assert action.help, action.option_strings
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 1)" in text and "(default: compare-results)" in text
+
+
+def test_threads_must_be_a_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--threads", "-1", "--out", str(tmp_path)]) == 2
+    assert "threads must be 0" in capsys.readouterr().err

@@ -46,9 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     problem, the posterior families and their budget)."""
     d = CompareConfig()
     problems = [*VAE_PROBLEMS, *POSTERIOR_PROBLEMS]
-    parser.add_argument(
-        "--problem", choices=problems, default="digits-vae", help="default: %(default)s"
-    )
+    parser.add_argument("--problem", choices=problems, default="digits-vae", help="see --list")
     parser.add_argument("--list", action="store_true", help="list problems and families")
     parser.add_argument(
         "--families",
@@ -68,22 +66,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_OBJECTIVES),
         metavar="NAME",
-        help="elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K] (default: %(default)s)",
+        help="elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K]",
     )
-    parser.add_argument("--architecture", choices=ARCHITECTURES, default=d.architecture)
-    parser.add_argument("--likelihood", choices=LIKELIHOODS, default=d.likelihood)
+    parser.add_argument(
+        "--architecture", choices=ARCHITECTURES, default=d.architecture, help="the VAE's networks"
+    )
+    parser.add_argument(
+        "--likelihood", choices=LIKELIHOODS, default=d.likelihood, help="of the pixels"
+    )
     parser.add_argument("--z-dim", type=int, default=None, help="default 50 (MNIST), 16 (digits)")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="passes per objective")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per step")
+    parser.add_argument("--lr", type=float, default=d.lr, help="Adam's learning rate")
+    parser.add_argument(
+        "--seed", type=int, default=d.seed, help="initial weights, batches and scores"
+    )
     parser.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch threads (small networks; more threads spin against other busy "
+        "processes; 0: torch's default)",
+    )
     parser.add_argument(
         "--eval-samples", type=int, default=d.eval_samples, help="K of the final test score"
     )
-    parser.add_argument("--curve-samples", type=int, default=d.curve_samples)
-    parser.add_argument("--curve-points", type=int, default=d.curve_points)
-    parser.add_argument("--out", default=d.out, help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--curve-samples", type=int, default=d.curve_samples, help="K of the per-epoch score"
+    )
+    parser.add_argument(
+        "--curve-points", type=int, default=d.curve_points, help="test images scored per epoch"
+    )
+    parser.add_argument("--out", default=d.out, help="output folder")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoints in --out"
     )

@@ -17,7 +17,7 @@ __all__ = ["DATASETS", "DEFAULT_OBJECTIVES", "CompareConfig", "ObjectiveSpec", "
 DEFAULT_OBJECTIVES = ("elbo", "iwae:5", "renyi:0.5", "renyi:-1", "vrmax")
 DATASETS = ("digits", "mnist")
 # Settings a resumed run may change: the rest must match the checkpoint.
-_RESUMABLE = {"epochs", "out", "resume", "overwrite", "progress", "data_dir"}
+_RESUMABLE = {"epochs", "out", "resume", "overwrite", "progress", "data_dir", "threads"}
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ class CompareConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"
+    threads: int = 1  # torch's intra-op threads; 0 leaves torch's default
     eval_samples: int = 5000
     curve_samples: int = 100
     curve_points: int = 1000
@@ -148,6 +149,8 @@ class CompareConfig:
         keys = [parse_objective(o).key for o in self.objectives]
         if len(set(keys)) != len(keys):
             raise ValueError(f"objectives repeat: {self.objectives}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"threads must be 0 (torch's default) or more, got {self.threads!r}")
         check_device(self.device)
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
