@@ -1,6 +1,7 @@
 """The several-player trainer: roles and their optimisers, exact resume from checkpoints,
 Ctrl-C stops after a whole iteration, errors for bad input."""
 
+import math
 import os
 import signal
 
@@ -140,7 +141,7 @@ def test_non_finite_loss_stops_with_a_clear_error() -> None:
     g, c = _players()
     x = _data()
     x[0, 0] = float("inf")
-    with pytest.raises(FloatingPointError, match="critic loss"):
+    with pytest.raises(FloatingPointError, match="the 'critic' loss is nan at iteration 0"):
         Trainer(GAN(c), g, progress=False).fit(x, 5, 200)
 
 
@@ -274,3 +275,45 @@ def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path) -> None:  # type: ignore[
     assert trainer.iteration == 2
     resumed, _ = _run(path, 5)
     assert torch.equal(straight, resumed)
+
+
+def _flaky_trainer(path, bad_iterations, **kwargs):  # type: ignore[no-untyped-def]
+    """An IWAE fit whose loss is NaN at the given iterations."""
+    model, guide = ConjugateGaussian(dim=2), AmortizedGaussianGuide(dim=2)
+    objective = IWAE(4, max_plate_nesting=1)
+    trainer = Trainer(
+        objective, model, guide, checkpoint=path, checkpoint_every=1, progress=False, **kwargs
+    )
+    clean = objective.role_loss
+
+    def flaky(role, *args, **kw):  # type: ignore[no-untyped-def]
+        out = clean(role, *args, **kw)
+        return out * float("nan") if trainer.iteration in bad_iterations else out
+
+    objective.role_loss = flaky  # type: ignore[method-assign]
+    return trainer
+
+
+def test_a_nonfinite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "run.pt"
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    trainer = _flaky_trainer(path, {3})
+    with pytest.raises(FloatingPointError) as info:
+        trainer.fit(x, 10, 20)
+    message = str(info.value)
+    for part in ("IWAE", "'model' loss is nan", "iteration 3", f"{path}", "holds iteration 3"):
+        assert part in message, (part, message)
+    saved = torch.load(path, weights_only=True)
+    assert saved["iteration"] == 3  # the checkpoint of the last good iteration, untouched
+
+
+def test_nonfinite_steps_can_be_skipped_and_are_counted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    trainer = _flaky_trainer(tmp_path / "run.pt", {2, 5}, skip_nonfinite=2)
+    history = trainer.fit(x, 8, 20)
+    assert trainer.nonfinite_steps == 2 and trainer.iteration == 8
+    assert math.isnan(history["model"][2]) and math.isnan(history["model"][5])
+    assert all(math.isfinite(v) for i, v in enumerate(history["model"]) if i not in (2, 5))
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["nonfinite_steps"] == 2
+    with pytest.raises(FloatingPointError, match="2 non-finite steps skipped before"):
+        _flaky_trainer(tmp_path / "other.pt", {1, 2, 3}, skip_nonfinite=2).fit(x, 8, 20)

@@ -25,6 +25,7 @@ Nothing here depends on the device: the data and parameters decide it.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -109,6 +110,10 @@ class Trainer:
             data (and after the objective's ``end_of_epoch``); ``trainer.epoch`` counts
             finished passes. What it adds to ``trainer.history`` is checkpointed.
         progress: show a tqdm bar.
+        skip_nonfinite: how many steps with a NaN or infinite loss to skip (no update,
+            counted in ``trainer.nonfinite_steps``) before stopping; 0 (the default) stops
+            at the first, with a ``FloatingPointError`` naming the objective, the role and
+            the iteration, the last checkpoint left as it was.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class Trainer:
         callback: Callable[[Trainer], None] | None = None,
         epoch_callback: Callable[[Trainer], None] | None = None,
         progress: bool = True,
+        skip_nonfinite: int = 0,
     ) -> None:
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be a pyrogen Objective, got {type(objective)}")
@@ -149,6 +155,9 @@ class Trainer:
         self.callback = callback
         self.epoch_callback = epoch_callback
         self.progress = progress
+        self.skip_nonfinite = check_int("skip_nonfinite", skip_nonfinite, 0)
+        self.nonfinite_steps = 0  # skipped so far (checkpointed)
+        self._saved_iteration: int | None = None
         self.iteration = 0
         self.epoch = 0
         self.history: dict[str, list[float]] = {}
@@ -210,12 +219,14 @@ class Trainer:
             "data_rng": self._generator.get_state(),
             "order": self._order if self._order is not None else torch.empty(0, dtype=torch.long),
             "position": self._position,
+            "nonfinite_steps": self.nonfinite_steps,
             "history": self.history,
         }
 
     def save(self) -> None:
         if self.checkpoint is not None:
             save_checkpoint(self.checkpoint, KIND, self.state())
+            self._saved_iteration = self.iteration
 
     def _resume(self) -> bool:
         if self.checkpoint is None or not os.path.exists(self.checkpoint):
@@ -257,7 +268,9 @@ class Trainer:
         self._generator.set_state(state["data_rng"])
         self._order = state["order"] if state["order"].numel() else None
         self._position = int(state["position"])
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.iteration = int(state["iteration"])
+        self._saved_iteration = self.iteration
         self.epoch = int(state["epoch"])
         self.history = {k: list(v) for k, v in state["history"].items()}
         return True
@@ -355,16 +368,33 @@ class Trainer:
             raise KeyboardInterrupt(f"training interrupted after {where}")
         return self.history
 
-    def _step(self, role: str, batch: tuple[Tensor, ...]) -> float:
+    def _step(self, role: str, batch: tuple[Tensor, ...]) -> float | None:
+        """One update of ``role``; None when a non-finite loss was skipped."""
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
         # Objectives sum over data points (Pyro's convention); the trainer steps on the mean
         # per data point, so that learning rates do not depend on the batch size.
         loss = self.objective.role_loss(role, self.model, self.guide, *batch) / batch[0].shape[0]
         if not torch.isfinite(loss):
+            if self.nonfinite_steps < self.skip_nonfinite:
+                self.nonfinite_steps += 1
+                return None
+            kept = (
+                "no checkpoint was asked for"
+                if self.checkpoint is None
+                else f"the last checkpoint, {self.checkpoint}, "
+                + (
+                    f"holds iteration {self._saved_iteration} and is kept as it was"
+                    if self._saved_iteration is not None
+                    else "was not written yet"
+                )
+            )
             raise FloatingPointError(
-                f"{role} loss is {float(loss.detach())} at iteration {self.iteration}; "
-                "lower the learning rate or check the data"
+                f"{type(self.objective).__name__}: the {role!r} loss is "
+                f"{float(loss.detach())} at iteration {self.iteration} "
+                f"({self.nonfinite_steps} non-finite steps skipped before); {kept}. Lower "
+                "the learning rate, check the data, or let the trainer skip such steps "
+                "(skip_nonfinite=N)"
             )
         loss.backward()
         opt.step()
@@ -387,14 +417,16 @@ class Trainer:
         for role in self.roles:
             check_int(f"steps[{role!r}] at iteration {self.iteration}", self.steps[role], 1)
         for role in self.roles:
-            total = 0.0
+            values = []
             for _ in range(self.steps[role]):
                 batch = self._next_batch(data_t, batch_size, drop_last)
                 if transform is not None:
                     assert self._generator is not None
                     batch = transform(batch, self._generator)
-                total += self._step(role, batch)
-            self.log(role, total / self.steps[role])
+                value = self._step(role, batch)
+                if value is not None:
+                    values.append(value)
+            self.log(role, sum(values) / len(values) if values else math.nan)
         for key, value in getattr(self.objective, "stats", {}).items():
             self.log(key, value)
         self.iteration += 1
