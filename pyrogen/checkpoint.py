@@ -28,17 +28,26 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike[str], kind: str, state: dict[str, Any]) -> None:
     """Write ``state`` atomically to ``path``, tagged with ``kind``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"kind": kind, "version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, an unwritable folder: say so, keep the old file
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        kept = "the previous checkpoint is kept" if path.exists() else "none was written before"
+        raise OSError(
+            exc.errno, f"cannot write checkpoint {path} ({exc.strerror or exc}); {kept}"
+        ) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes, weights-only loading, clear errors for damaged or foreign files."""
 
 import collections
+import errno
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,34 @@ def test_interrupted_write_keeps_the_previous_checkpoint(
     monkeypatch.undo()
     assert load_checkpoint(path, "test")["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]  # the temporary file is gone
+
+
+@pytest.mark.parametrize(
+    "where, error",
+    [
+        ("fsync", OSError(errno.ENOSPC, "No space left on device")),  # a full disk
+        ("mkstemp", PermissionError(errno.EACCES, "Permission denied")),  # unwritable folder
+    ],
+)
+def test_a_failed_write_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, error: OSError
+) -> None:
+    """Faults injected where the file system reports them: the error names the file and
+    says the previous checkpoint is kept, which it is, with no temporary file left."""
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, "test", {"epoch": 1})
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise error
+
+    target = checkpoint.os if where == "fsync" else checkpoint.tempfile
+    monkeypatch.setattr(target, where, fails)
+    with pytest.raises(OSError, match="the previous checkpoint is kept") as info:
+        save_checkpoint(path, "test", {"epoch": 2})
+    monkeypatch.undo()
+    assert str(path) in str(info.value) and info.value.errno == error.errno
+    assert load_checkpoint(path, "test")["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
 
 
 class Payload:
