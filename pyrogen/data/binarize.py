@@ -88,8 +88,8 @@ def binarize_bernoulli_fixed(x: Tensor, generator: torch.Generator | None = None
 def binarize_dynamic(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     r"""Fresh Bernoulli draw with probabilities ``x``, for dynamic binarization of a batch.
 
-    Runs on ``x``'s device without a host sync, so it suits a training loop on an accelerator;
-    values outside ``[0, 1]`` are not checked here.
+    On an accelerator it runs without a host sync, so it suits a training loop there, and
+    values outside ``[0, 1]`` are not checked; on the CPU they are (a ValueError).
 
     Args:
         x: Floating-point probabilities in ``[0, 1]``, any shape.
@@ -103,6 +103,13 @@ def binarize_dynamic(x: Tensor, generator: torch.Generator | None = None) -> Ten
         >>> binarize_dynamic(batch).shape
         torch.Size([2, 3])
     """
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"x must be floating point, got {x.dtype}")
+    if x.device.type == "cpu" and x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(
+            f"x must hold probabilities in [0, 1]; got values in "
+            f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+        )
     return torch.bernoulli(x, generator=generator)
 
 

@@ -328,6 +328,11 @@ def _check_no_nan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     named = [(f"positional argument {i}", a) for i, a in enumerate(args)]
     named += [(f"keyword argument '{k}'", v) for k, v in kwargs.items()]
     for where, value in named:
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.numel() == 0:
+            raise ValueError(
+                f"the data passed as {where} are empty (shape {tuple(value.shape)}): there is "
+                "nothing to fit"
+            )
         if (
             isinstance(value, torch.Tensor)
             and value.is_floating_point()
@@ -338,13 +343,46 @@ def _check_no_nan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
                 f"the data passed as {where} contain NaN ({count} of {value.numel()} entries): "
                 "drop or impute the missing values, or mask them out with poutine.mask"
             )
+        if (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and bool(torch.isinf(value).any())
+        ):
+            count = int(torch.isinf(value).sum())
+            raise ValueError(
+                f"the data passed as {where} contain infinite values ({count} of "
+                f"{value.numel()} entries): every weight would be infinite or NaN"
+            )
+
+
+def _describe(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    named = [(f"positional argument {i}", a) for i, a in enumerate(args)]
+    named += [(f"keyword argument '{k}'", v) for k, v in kwargs.items()]
+    parts = [
+        f"{where}: {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
+        for where, v in named
+        if isinstance(v, torch.Tensor)
+    ]
+    return "; ".join(parts) if parts else "no tensor arguments"
 
 
 def trace_pair(
     model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
 ) -> tuple[Trace, Trace]:
-    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    """Trace the guide, then the model replayed on its draws. Torch's errors from running
+    them on the arguments given (a shape or dtype that does not fit) become a ValueError
+    that shows the arguments' shapes and dtypes, the original chained."""
+    try:
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    except (RuntimeError, NotImplementedError, ZeroDivisionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"the model and guide failed on the data given ({type(exc).__name__}: {first}); "
+            f"check the data's shape and dtype against the model ({_describe(args, kwargs)})"
+        ) from exc
     return model_trace, guide_trace
 
 
