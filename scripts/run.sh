@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine with Python 3.11 and pip:
 #   bash scripts/run.sh compare   set up .venv, then `pyrogen compare` on the embedded digits
-#   bash scripts/run.sh test      set up .venv (if missing or stale), lint, type-check, test
+#   bash scripts/run.sh test      set up .venv (if missing or stale), lint, type-check, test,
+#                                 and build the API reference (warnings are errors)
+#   bash scripts/run.sh docs      set up .venv, build the API reference into docs/api/_build
 #   bash scripts/run.sh setup     only set up .venv
 # torch is pinned through constraints.txt: an unpinned torch pulls several GB of CUDA wheels.
 set -euo pipefail
@@ -22,7 +24,7 @@ setup() {
   if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
     echo "installing pyrogen and its test/dev extras into $VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[test,dev]"
+    "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[test,dev,docs]"
     echo "$want" > "$STAMP"
   fi
 }
@@ -37,6 +39,14 @@ run_tests() {
   echo "== pytest"
   # The default run excludes nothing: slow statistical tests run too (about a minute).
   "$VENV/bin/python" -m pytest "$@"
+  build_docs
+}
+
+build_docs() {
+  setup
+  echo "== docs (Sphinx, warnings are errors)"
+  "$VENV/bin/python" -m sphinx -E -b html -q -W --keep-going docs/api docs/api/_build
+  echo "API reference: docs/api/_build/index.html"
 }
 
 cmd=${1:-test}
@@ -45,5 +55,6 @@ case "$cmd" in
   setup) setup ;;
   compare) setup; "$VENV/bin/pyrogen" compare "$@" ;;
   test) run_tests "$@" ;;
-  *) echo "usage: bash scripts/run.sh [setup|compare|test] [args...]" >&2; exit 2 ;;
+  docs) build_docs ;;
+  *) echo "usage: bash scripts/run.sh [setup|compare|test|docs] [args...]" >&2; exit 2 ;;
 esac

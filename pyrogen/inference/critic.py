@@ -13,6 +13,7 @@ ratio :math:`p/q`, which is what AVB, NCE, GANs and KALE use:
 - :func:`wasserstein`: minimises :math:`E_q r - E_p r` over 1-Lipschitz ``r``; optimum a
   Kantorovich potential, and the negated minimum is :math:`W_1(p, q)`.
 - :func:`kale`: minimises :math:`-E_p r + E_q e^{r} - 1`; optimum :math:`r = \log p/q`.
+
 :func:`gradient_penalty` and :func:`clip_weights` keep a Wasserstein critic near the
 1-Lipschitz set. References: Goodfellow et al. (2014); Gutmann & Hyvärinen (2010) for the
 logistic loss with noise ratio :math:`\nu`; Lim & Ye (2017) for the hinge; Arjovsky et al.

@@ -76,9 +76,10 @@ class SelfContrastive(NCE):
     Args:
         nu: noise samples per data point.
         refresh_every: epochs between refreshes, :math:`\geq 1`.
-        num_particles, bound, learn_log_normalizer, log_normalizer_init, data_site,
-            max_plate_nesting, vectorize_particles, name: as for :class:`NCE`; the copy of
-            a learned log Z is frozen with the model.
+        num_particles: as for :class:`NCE`, and so are ``bound``,
+            ``learn_log_normalizer``, ``log_normalizer_init``, ``data_site``,
+            ``max_plate_nesting``, ``vectorize_particles`` and ``name``; the copy of a
+            learned log Z is frozen with the model.
 
     Example:
         >>> import pyro, torch

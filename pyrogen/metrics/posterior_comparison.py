@@ -29,13 +29,15 @@ Moments = Mapping[str, tuple[Any, Any]]
 
 
 class PosteriorComparison(NamedTuple):
-    """Attributes:
-    rows: one per fit and parameter element: ``fit``, ``parameter`` (site and index),
-        ``mean``, ``sd``, ``mean_error`` ((mean - reference mean) / reference sd),
-        ``sd_error`` (sd / reference sd - 1), ``khat`` (guides with one weight per draw,
-        else None).
-    summary: one per fit: the largest absolute mean and sd errors over the parameters,
-        and k-hat.
+    """The fits' errors against the reference.
+
+    Attributes:
+        rows: one per fit and parameter element: ``fit``, ``parameter`` (site and index),
+            ``mean``, ``sd``, ``mean_error`` ((mean - reference mean) / reference sd),
+            ``sd_error`` (sd / reference sd - 1), ``khat`` (guides with one weight per
+            draw, else None).
+        summary: one per fit: the largest absolute mean and sd errors over the parameters,
+            and k-hat.
     """
 
     rows: list[dict[str, Any]]

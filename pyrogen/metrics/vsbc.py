@@ -28,13 +28,15 @@ __all__ = ["VSBCResult", "vsbc"]
 
 
 class VSBCResult(NamedTuple):
-    r"""Attributes:
-    probabilities: per site, :math:`\Pr_q(\theta < \theta_0)`, shape
-        ``(replications, *site shape)``.
-    symmetry_pvalue: per site, the KS test of :math:`p` against :math:`1 - p` (small:
-        asymmetric, a directional bias), one per element of the site.
-    uniformity_pvalue: per site, the KS test of :math:`p` against U(0, 1) (small: not
-        calibrated; with a large symmetry p-value, a guide too narrow or too wide).
+    r"""VSBC's probabilities and tests.
+
+    Attributes:
+        probabilities: per site, :math:`\Pr_q(\theta < \theta_0)`, shape
+            ``(replications, *site shape)``.
+        symmetry_pvalue: per site, the KS test of :math:`p` against :math:`1 - p` (small:
+            asymmetric, a directional bias), one per element of the site.
+        uniformity_pvalue: per site, the KS test of :math:`p` against U(0, 1) (small: not
+            calibrated; with a large symmetry p-value, a guide too narrow or too wide).
     """
 
     probabilities: dict[str, Tensor]
