@@ -204,3 +204,54 @@ def test_batch_dimensions_outside_every_plate_are_summed_one_particle_at_a_time(
         pyro.set_rng_seed(seed)
         assert ours == pytest.approx(pyro.infer.Trace_ELBO().loss(model, guide), rel=1e-6)
         assert math.isfinite(RenyiBound(0.5, 2, vectorize_particles=False).loss(model, guide))
+
+
+def test_point_mass_guides_give_the_map_objective_under_the_elbo() -> None:
+    """AutoDelta (a Delta at every latent) under RenyiBound(alpha = 1) is Trace_ELBO's MAP
+    objective; importance-weighted estimates still refuse a point mass."""
+    from pyro.infer.autoguide import AutoDelta
+
+    model = ConjugateGaussian(dim=2)
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(8))
+    pyro.clear_param_store()
+    guide = AutoDelta(model)
+    ours = RenyiBound(1.0, 1).loss(model, guide, x)
+    assert ours == pytest.approx(pyro.infer.Trace_ELBO().loss(model, guide, x), rel=1e-6)
+    with pytest.raises(ValueError, match="implicit"):
+        IWAE(3).loss(model, guide, x)
+
+
+def test_a_model_without_sites_and_a_guide_factor_as_trace_elbo() -> None:
+    def model() -> None:
+        pass
+
+    def guide() -> None:
+        pyro.factor("f", torch.tensor(0.7), has_rsample=True)
+
+    assert RenyiBound(1.0, 1).loss(model, guide) == pytest.approx(
+        pyro.infer.Trace_ELBO().loss(model, guide)
+    )
+
+
+def test_pyros_own_runtime_errors_and_shape_mismatches() -> None:
+    def duplicate() -> None:
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("z", dist.Normal(0.0, 1.0), obs=torch.tensor(0.0))
+
+    def guide() -> None:
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(RuntimeError, match="Multiple sample sites named 'z'"):
+        RenyiBound(1.0, 1).loss(duplicate, guide)
+
+    def mismatched() -> None:
+        with pyro.plate("a", 5, dim=-1):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=torch.zeros(6))
+
+    def plate_guide() -> None:
+        with pyro.plate("a", 5, dim=-1):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="shape mismatch|not broadcastable"):
+        RenyiBound(1.0, 1).loss(mismatched, plate_guide)

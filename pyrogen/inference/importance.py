@@ -141,7 +141,10 @@ def _common_scale(scales: Sequence[Any]) -> float | torch.Tensor | None:
 
 
 def check_traces(
-    model_trace: Trace, guide_trace: Trace, max_plate_nesting: float = math.inf
+    model_trace: Trace,
+    guide_trace: Trace,
+    max_plate_nesting: float = math.inf,
+    point_masses: bool = False,
 ) -> None:
     """Refuse what the bounds cannot handle, with a message that names the site; then,
     while Pyro's validation is enabled, Pyro's own checks of a model/guide pair
@@ -154,12 +157,14 @@ def check_traces(
             NaN (checked while Pyro's validation is enabled, as it is by default).
         NotImplementedError: a guide site is marked for enumeration.
         ValueError: a guide site is implicit (marked ``infer={"implicit": True}``, or a
-            ``Delta`` in a guide without auxiliary sites), or is a noise site the model
-            does not have and not marked auxiliary: its log q is not a density of the
-            latent, so every importance weight would be wrong.
+            ``Delta`` in a guide without auxiliary sites, unless ``point_masses``: the ELBO
+            of a point mass is the MAP objective, as Trace_ELBO computes it for AutoDelta),
+            or is a noise site the model does not have and not marked auxiliary (Pyro only
+            warns there): its log q is not a density of the latent, so every importance
+            weight would be wrong.
     """
     guide_sites = _sample_sites(guide_trace)
-    auxiliary = any(is_auxiliary(site) for _, site in guide_sites)
+    auxiliary = point_masses or any(is_auxiliary(site) for _, site in guide_sites)
     for name, site in guide_sites:
         if site["is_observed"] or is_auxiliary(site):
             continue
@@ -214,15 +219,11 @@ def _trace_log_weights(
     max_plate_nesting: int,
     particle_dim: bool,
     want_direct: bool,
+    point_masses: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, torch.Tensor | None]:
-    check_traces(model_trace, guide_trace, max_plate_nesting)
+    check_traces(model_trace, guide_trace, max_plate_nesting, point_masses)
     model_sites = _sample_sites(model_trace)
     guide_sites = _sample_sites(guide_trace)
-    if not model_sites:
-        raise ValueError(
-            "the model has no sample sites but the guide has: there is nothing to weigh "
-            "its draws by"
-        )
     validate = is_validation_enabled()
     # Plates every site shares keep their dimension; the particle plate is one of them.
     stacks = [frozenset(site["cond_indep_stack"]) for _, site in model_sites + guide_sites]
@@ -234,7 +235,15 @@ def _trace_log_weights(
     shared = scale is not None
 
     def site_log_prob(site: Any, value: torch.Tensor) -> torch.Tensor:
-        lp = site["fn"].log_prob(value, *site["args"], **site["kwargs"])
+        try:
+            lp = site["fn"].log_prob(value, *site["args"], **site["kwargs"])
+        except RuntimeError as exc:  # a value whose shape the distribution cannot take
+            raise ValueError(
+                f"shape mismatch at site '{site['name']}': its value has shape "
+                f"{tuple(value.shape)}, its distribution batch shape "
+                f"{tuple(site['fn'].batch_shape)} and event shape "
+                f"{tuple(site['fn'].event_shape)} ({exc})"
+            ) from exc
         if site["mask"] is not None:  # a tensor, or a Python bool from poutine.mask(mask=...)
             lp = scale_and_mask(lp, mask=site["mask"])
         if not shared:
@@ -277,6 +286,7 @@ def log_weights(
     max_plate_nesting: int,
     particle_plate: bool,
     want_direct: bool = False,
+    point_masses: bool = False,
 ) -> LogWeights:
     r"""Log importance weights from (model trace, guide trace) pairs.
 
@@ -288,12 +298,14 @@ def log_weights(
             included when there is one.
         particle_plate: whether the particles are the outermost plate of a single pair.
         want_direct: also return the guide's log-density with detached values (DReG).
+        point_masses: accept ``Delta`` guide sites as point masses (the ELBO only).
 
     Returns:
         :class:`LogWeights` with the particle dimension first.
     """
     parts = [
-        _trace_log_weights(m, g, max_plate_nesting, particle_plate, want_direct) for m, g in traces
+        _trace_log_weights(m, g, max_plate_nesting, particle_plate, want_direct, point_masses)
+        for m, g in traces
     ]
     scale = parts[0][2]
     if particle_plate:
@@ -379,6 +391,9 @@ def trace_pair(
         )
     except (RuntimeError, NotImplementedError, ZeroDivisionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        shape_or_dtype = ("size of tensor", "must match", "shape", "dtype", "not implemented")
+        if isinstance(exc, RuntimeError) and not any(k in first for k in shape_or_dtype):
+            raise  # Pyro's own errors (a duplicate site name...) stay what Pyro raises
         raise ValueError(
             f"the model and guide failed on the data given ({type(exc).__name__}: {first}); "
             f"check the data's shape and dtype against the model ({_describe(args, kwargs)})"
@@ -407,6 +422,7 @@ def draw_log_weights(
     max_plate_nesting: float = math.inf,
     vectorize_particles: bool = True,
     want_direct: bool = False,
+    point_masses: bool = False,
 ) -> tuple[LogWeights, int]:
     r"""Draw ``num_particles`` particles from the guide and weigh them by the model.
 
@@ -420,6 +436,8 @@ def draw_log_weights(
         vectorize_particles: draw the particles as one outermost ``pyro.plate``, or run the
             programs once per particle.
         want_direct: also return the guide's log-density with detached values (DReG).
+        point_masses: accept ``Delta`` guide sites as point masses whose log q is their
+            ``log_density`` (Pyro's reading; the ELBO of AutoDelta is the MAP objective).
 
     Returns:
         :class:`LogWeights` whose ``log_weight`` has shape ``(num_particles, *plates)``, and
@@ -435,7 +453,7 @@ def draw_log_weights(
         # same random numbers); its traces are checked before any density is computed.
         with poutine.block():
             pair = trace_pair(model, guide, args, kwargs)
-        check_traces(*pair)
+        check_traces(*pair, point_masses=point_masses)
         nesting = _plate_nesting([pair])
     if particle_plate:
         plate = ("num_particles_vectorized", num_particles, -int(nesting) - 1)
@@ -448,13 +466,17 @@ def draw_log_weights(
         # Nothing random and nothing observed: p(x) = 1, every weight is 0 (Pyro's ELBOs
         # return a loss of 0 for such a pair).
         for m, g in traces:
-            check_traces(m, g, int(nesting) + int(particle_plate))
+            check_traces(m, g, int(nesting) + int(particle_plate), point_masses)
         zero = torch.zeros(num_particles)
         direct = zero if want_direct else None
         guides, models = [g for _, g in traces], [m for m, _ in traces]
         return LogWeights(zero, None, 1.0, guides, direct, models), int(nesting)
     out = log_weights(
-        traces, int(nesting) + int(particle_plate), particle_plate, want_direct=want_direct
+        traces,
+        int(nesting) + int(particle_plate),
+        particle_plate,
+        want_direct=want_direct,
+        point_masses=point_masses,
     )
     assert out.log_weight.shape[0] == num_particles, (
         f"expected {num_particles} particles first, got {tuple(out.log_weight.shape)}"

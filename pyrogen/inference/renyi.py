@@ -162,6 +162,15 @@ class RenyiBound(Objective):
     points, so the weights then cover the whole data set: one bound for all of it, the
     correct Rényi bound of that model.
 
+    Where Pyro's ELBOs only warn, these refuse with an error that names the site, because
+    every importance weight would be wrong: a guide sample site the model lacks and that is
+    not marked ``infer={"is_auxiliary": True}`` (its log q is not a density of a model
+    latent); a model latent the guide lacks (it would be drawn from the prior and left out
+    of the weights); an enumerated guide site (``NotImplementedError``: the weights sample
+    every latent; use ``TraceEnum_ELBO``); and, for :math:`\alpha \ne 1`, a ``Delta``
+    guide site (a point mass has no density to weigh by; at :math:`\alpha = 1` it gives
+    Trace_ELBO's MAP objective, as for ``AutoDelta``).
+
     Gradients:
 
     - ``"reparam"``: the gradient of the :math:`K`-particle estimate through the
@@ -251,6 +260,7 @@ class RenyiBound(Objective):
             self.max_plate_nesting - extra,
             self.vectorize_particles,
             want_direct,
+            point_masses=self.alpha == 1.0,  # the ELBO of a point mass: MAP, as in Pyro
         )
         self.max_plate_nesting = nesting + extra
         return w
