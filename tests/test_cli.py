@@ -73,3 +73,19 @@ def test_every_compare_option_has_help_and_shows_its_default(
 def test_threads_must_be_a_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--threads", "-1", "--out", str(tmp_path)]) == 2
     assert "threads must be 0" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_compare_is_one_hint_and_exit_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No traceback: the checkpoints' folder and the flag that continues from them."""
+    import pyrogen.compare.cli as compare_cli
+
+    def interrupted(config: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_cli, "run", interrupted)
+    assert main(["compare", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and str(tmp_path / "checkpoints") in err
+    assert "Traceback" not in err
