@@ -134,9 +134,8 @@ def test_data_functions(n, scale, threshold) -> None:  # type: ignore[no-untyped
     _accepts(lambda: ring(n, std=scale))
     _accepts(lambda: grid(n, std=scale))
     _accepts(lambda: binarize_static(torch.rand(3, 4), threshold=threshold))
-    _accepts(
-        lambda: binarize_dynamic(torch.full((2, 2), scale if isinstance(scale, float) else 0.5))
-    )
+    probs = scale if isinstance(scale, float) else 0.5  # float64 holds any float given
+    _accepts(lambda: binarize_dynamic(torch.full((2, 2), probs, dtype=torch.float64)))
 
 
 @settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=list(HealthCheck))

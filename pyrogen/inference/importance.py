@@ -225,6 +225,11 @@ def _trace_log_weights(
     model_sites = _sample_sites(model_trace)
     guide_sites = _sample_sites(guide_trace)
     validate = is_validation_enabled()
+    # One particle at a time, Trace_ELBO checks shapes against no plate limit: a batch
+    # dimension left of every plate must be of size one (it is then summed, as Pyro sums
+    # it); with a particle plate, the plates' nesting is the limit, as in Pyro's
+    # vectorized ELBOs.
+    shape_nesting: Any = max_plate_nesting if particle_dim else math.inf  # Pyro accepts inf
     # Plates every site shares keep their dimension; the particle plate is one of them.
     stacks = [frozenset(site["cond_indep_stack"]) for _, site in model_sites + guide_sites]
     common = frozenset.intersection(*stacks)
@@ -258,14 +263,14 @@ def _trace_log_weights(
         lp = site_log_prob(site, site["value"])
         if validate:
             site["log_prob"] = lp
-            check_site_shape(site, max_plate_nesting)
+            check_site_shape(site, shape_nesting)
         ref = lp
         total = total + _reduce(_pad(lp, max_plate_nesting, lp, not particle_dim), keep)
     for _, site in guide_sites:
         lq = site_log_prob(site, site["value"])
         if validate:
             site["log_prob"] = lq
-            check_site_shape(site, max_plate_nesting)
+            check_site_shape(site, shape_nesting)
         lq = _reduce(_pad(lq, max_plate_nesting, ref, not particle_dim), keep)
         total = total - lq
         if not site["fn"].has_rsample:

@@ -143,7 +143,14 @@ def _trace_elbo_surrogate(w: LogWeights, num_particles: int) -> torch.Tensor:
             if not is_identically_zero(score_function):
                 if log_r is None:
                     log_r = plate_wise_log_ratio(model_trace, guide_trace)
-                reward = log_r.sum_to(site["cond_indep_stack"])
+                try:
+                    reward = log_r.sum_to(site["cond_indep_stack"])
+                except RuntimeError as exc:  # only without Pyro's validation
+                    raise ValueError(
+                        f"shape mismatch: the log-densities in the plates of site "
+                        f"'{site['name']}' do not broadcast ({exc}); declare every batch "
+                        "dimension with pyro.plate"
+                    ) from exc
                 surrogate = surrogate + (reward * score_function).sum()
     assert isinstance(surrogate, torch.Tensor)
     surrogate = surrogate / num_particles
