@@ -55,13 +55,17 @@ def test_svi_finds_the_parameters_and_lowers_the_loss() -> None:
     vae = build_vae("pyro", (16,), z_dim=2)
     x = torch.bernoulli(torch.full((64, 16), 0.2))
     svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), RenyiBound(1.0, 1))
-    first = svi.evaluate_loss(x)
+    # judged by a 200-particle ELBO: one particle's estimate on 64 points moves by about
+    # 100 nats from draw to draw (the same for Trace_ELBO, whose draws RenyiBound(1, 1) now
+    # reproduces), more than the decrease asked for
+    precise = RenyiBound(1.0, 200)
+    first = precise.loss(vae.model, vae.guide, x)
     for _ in range(100):
         svi.step(x)
     names = set(pyro.get_param_store().keys())
     assert any(n.startswith("vae.encoder") for n in names)
     assert any(n.startswith("vae.decoder") for n in names)
-    assert svi.evaluate_loss(x) < first - 50
+    assert precise.loss(vae.model, vae.guide, x) < first - 50
 
 
 def test_bad_input() -> None:
