@@ -173,7 +173,8 @@ def check_traces(
             what = (
                 "is implicit (no usable density)"
                 if implicit
-                else "is not a site of the model (a noise input of an implicit guide)"
+                else "is not a site of the model (Pyro's ELBOs only warn here); mark it "
+                "infer={'is_auxiliary': True} if its density belongs in log q"
             )
             raise ValueError(
                 f"guide site '{name}' {what}: importance-weighted objectives and "
