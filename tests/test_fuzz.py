@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrogen.cli import main as cli
-from pyrogen.data import binarize_dynamic, binarize_static, grid, ring
+from pyrogen.data import binarize_dynamic, binarize_static, grid, load_digits, load_mnist, ring
 from pyrogen.inference import IWAE, RenyiBound
 from pyrogen.inference.mcmc import sample
 from pyrogen.metrics import draw_guide, log_likelihood, psis_khat
-from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian
+from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian, build_vae
 
 EXAMPLES = 60
 FUZZ = settings(
@@ -175,3 +175,50 @@ def test_command_line_values(tmp_path_factory, option, value) -> None:  # type: 
         return
     assert code == 2, (args, code)
     assert not out.exists() or not any(Path(out).rglob("*.pt")), "a partial checkpoint"
+
+
+@FUZZ
+@given(
+    split=st.one_of(st.sampled_from(["train", "test", "all", "valid", ""]), numbers),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.int64, torch.bool, "float"]),
+    flatten=numbers,
+)
+def test_data_loaders(split, dtype, flatten, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    """The loaders: bad splits, dtypes and folders (a missing MNIST is FileNotFoundError)."""
+    _accepts(lambda: load_digits(split, flatten=flatten, dtype=dtype))
+    empty = tmp_path_factory.mktemp("mnist")
+    try:
+        load_mnist(empty, split=split, dtype=dtype)
+    except (*ERRORS, FileNotFoundError) as exc:
+        assert str(exc)
+
+
+@FUZZ
+@given(value=st.floats(allow_nan=False, allow_infinity=False, min_value=-3, max_value=3))
+def test_non_binary_data_for_a_bernoulli_likelihood(value) -> None:  # type: ignore[no-untyped-def]
+    """Under Pyro's validation (on by default) data off {0, 1} are a ValueError."""
+    pyro.clear_param_store()
+    vae = build_vae("burda", (4,), z_dim=2)
+    x = torch.full((3, 4), value)  # float32: a tiny value may round to 0, which is binary
+    ok = _accepts(lambda: IWAE(2).loss(vae.model, vae.guide, x))
+    assert ok == bool(((x == 0) | (x == 1)).all())
+
+
+def test_a_guide_missing_a_site_and_a_model_that_raises() -> None:
+    model = ConjugateGaussian(dim=2)
+
+    def empty_guide(x: torch.Tensor) -> None:
+        pass
+
+    assert not _accepts(lambda: IWAE(2).loss(model, empty_guide, torch.zeros(3, 2)))
+
+    def raising(x: torch.Tensor) -> None:
+        raise KeyError("the user's own bug")
+
+    # a model's own exception reaches the user as it was raised, not rewrapped
+    try:
+        IWAE(2).loss(raising, AmortizedGaussianGuide(dim=2), torch.zeros(3, 2))
+    except KeyError as exc:
+        assert "the user's own bug" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("the model's KeyError was swallowed")

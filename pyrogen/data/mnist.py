@@ -213,7 +213,7 @@ def load_mnist(
     """
     if split not in MNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if not dtype.is_floating_point:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
     names = MNIST_FILES[split]
     dirs, base, origin = _search_dirs(root)
