@@ -200,7 +200,10 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
         }
     )
     if has_numpyro():
-        for chains, draws in ((1, args.draws), (4, args.draws), (64, 200 if w >= 100 else 20)):
+        # NumPyro at pyrogen's own shapes (the same chains and draws: a ratio between them is
+        # a speed-up), plus its 1- and 4-chain runs
+        shapes = [(1, args.draws), (4, args.draws), *args.pyrogen_chains]
+        for chains, draws in shapes:
             confs.append(
                 {
                     "name": f"NumPyro NUTS, {chains} chain{'s' * (chains > 1)} x {draws}",
