@@ -121,7 +121,7 @@ def parse_family(name: str) -> tuple[str, float | None]:
         if math.isnan(alpha):
             raise ValueError(f"family {name!r}: alpha is NaN")
         return base, alpha
-    if arg or base not in ("mean-field", "full-rank", "iwae", "hmc"):
+    if arg or base not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; families: {', '.join(FAMILIES)}")
     return base, None
 

@@ -343,34 +343,29 @@ def _plate_nesting(traces: Sequence[tuple[Trace, Trace]]) -> int:
 
 
 def _check_no_nan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse empty data and data with NaN or infinite values, naming the argument."""
     named = [(f"positional argument {i}", a) for i, a in enumerate(args)]
     named += [(f"keyword argument '{k}'", v) for k, v in kwargs.items()]
     for where, value in named:
-        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.numel() == 0:
+        if not isinstance(value, torch.Tensor):
+            continue
+        if value.dim() > 0 and value.numel() == 0:
             raise ValueError(
                 f"the data passed as {where} are empty (shape {tuple(value.shape)}): there is "
                 "nothing to fit"
             )
-        if (
-            isinstance(value, torch.Tensor)
-            and value.is_floating_point()
-            and bool(torch.isnan(value).any())
-        ):
-            count = int(torch.isnan(value).sum())
+        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            continue
+        nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+        if nan:
             raise ValueError(
-                f"the data passed as {where} contain NaN ({count} of {value.numel()} entries): "
+                f"the data passed as {where} contain NaN ({nan} of {value.numel()} entries): "
                 "drop or impute the missing values, or mask them out with poutine.mask"
             )
-        if (
-            isinstance(value, torch.Tensor)
-            and value.is_floating_point()
-            and bool(torch.isinf(value).any())
-        ):
-            count = int(torch.isinf(value).sum())
-            raise ValueError(
-                f"the data passed as {where} contain infinite values ({count} of "
-                f"{value.numel()} entries): every weight would be infinite or NaN"
-            )
+        raise ValueError(
+            f"the data passed as {where} contain infinite values ({inf} of "
+            f"{value.numel()} entries): every weight would be infinite or NaN"
+        )
 
 
 def _describe(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
