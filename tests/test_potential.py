@@ -76,9 +76,12 @@ def test_discrete_and_non_broadcasting_models_get_clear_errors():
         with pyro.plate("data", 10):
             pyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
 
-    potential = ModelPotential(misaligned, (torch.ones(10),))
-    with pytest.raises(ValueError, match="must broadcast over a leading chain dimension"):
+    # Asked for the plate, the error names the site; by default the model runs under vmap
+    # (tests/test_nonbroadcasting.py).
+    potential = ModelPotential(misaligned, (torch.ones(10),), batching="plate")
+    with pytest.raises(ValueError, match="'y'.*must broadcast over a leading chain dimension"):
         potential(torch.zeros(4, 3))
+    assert ModelPotential(misaligned, (torch.ones(10),)).batching == "vmap"
 
     with pytest.raises(ValueError, match="no latent sample site"):
         ModelPotential(lambda: pyro.sample("y", dist.Normal(0.0, 1.0), obs=torch.tensor(0.0)))

@@ -19,7 +19,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from pyrogen.inference.importance import LogWeights, draw_log_weights
+from pyrogen.inference.importance import LogWeights, ParticlePath, draw_log_weights
 from pyrogen.inference.objective import empty_guide
 from pyrogen.inference.renyi import renyi_reduce
 
@@ -42,6 +42,7 @@ class Bound:
         self.num_particles = num_particles
         self.max_plate_nesting = max_plate_nesting
         self.vectorize_particles = vectorize_particles
+        self.particle_path = ParticlePath()
 
     def log_weights(
         self,
@@ -58,7 +59,10 @@ class Bound:
             self.num_particles,
             self.max_plate_nesting,
             self.vectorize_particles,
+            batching=self.particle_path.get(model, guide),
         )
+        if self.vectorize_particles and self.num_particles > 1:
+            self.particle_path.keep(model, guide, w.batching)
         return w
 
 

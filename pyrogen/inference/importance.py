@@ -37,6 +37,15 @@ from pyro.poutine import Trace
 from pyro.util import check_model_guide_match, check_site_shape
 
 from pyrogen.compat import is_subsample
+from pyrogen.inference.batching import (
+    BatchingError,
+    check_batching,
+    explain,
+    probe_rng,
+    same_values,
+    saved_rng,
+    warn_loop,
+)
 
 
 class LogWeights(NamedTuple):
@@ -58,7 +67,12 @@ class LogWeights(NamedTuple):
             vectorized, one per particle otherwise (for gradient hooks on latent values).
         direct_log_q: :math:`\log q_\phi(\bar z_k \mid x)` with the sample values detached,
             so that its gradient is the score term alone; only computed on request (DReG).
-        model_traces: the model traces, paired with ``guide_traces``.
+        model_traces: the model traces, paired with ``guide_traces``; ``None`` when the
+            model ran under ``torch.func.vmap`` (its traces stay inside; replaying the model
+            on ``guide_traces`` gives them).
+        batching: how the particles were drawn and weighed: ``"plate"`` (one run of each
+            program under a particle plate), ``"vmap"`` (the guide once per particle, the
+            model under ``torch.func.vmap``) or ``"loop"`` (both once per particle).
     """
 
     log_weight: torch.Tensor
@@ -67,6 +81,7 @@ class LogWeights(NamedTuple):
     guide_traces: list[Trace]
     direct_log_q: torch.Tensor | None
     model_traces: list[Trace] | None = None
+    batching: str = "plate"
 
 
 def _sample_sites(trace: Trace) -> list[tuple[str, Any]]:
@@ -214,18 +229,20 @@ def check_traces(
                 )
 
 
-def _trace_log_weights(
-    model_trace: Trace,
-    guide_trace: Trace,
-    max_plate_nesting: int,
-    particle_dim: bool,
-    want_direct: bool,
-    point_masses: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, torch.Tensor | None]:
-    check_traces(model_trace, guide_trace, max_plate_nesting, point_masses)
+class _Plan(NamedTuple):
+    """What a pair of traces fixes for the weights of every particle: the plate dimensions
+    kept, the scale every site shares (None when they differ), the shape-check limit."""
+
+    keep: frozenset[int]
+    scale: Any
+    shape_nesting: Any
+
+
+def _plan(
+    model_trace: Trace, guide_trace: Trace, max_plate_nesting: int, particle_dim: bool
+) -> _Plan:
     model_sites = _sample_sites(model_trace)
     guide_sites = _sample_sites(guide_trace)
-    validate = is_validation_enabled()
     # One particle at a time, Trace_ELBO checks shapes against no plate limit: a batch
     # dimension left of every plate must be of size one (it is then summed, as Pyro sums
     # it); with a particle plate, the plates' nesting is the limit, as in Pyro's
@@ -238,53 +255,106 @@ def _trace_log_weights(
     if particle_dim:
         keep = keep | {0}
     scale = _common_scale([site["scale"] for _, site in model_sites + guide_sites])
-    shared = scale is not None
+    return _Plan(keep, scale, shape_nesting)
 
-    def site_log_prob(site: Any, value: torch.Tensor) -> torch.Tensor:
-        try:
-            lp = site["fn"].log_prob(value, *site["args"], **site["kwargs"])
-        except RuntimeError as exc:  # a value whose shape the distribution cannot take
-            raise ValueError(
-                f"shape mismatch at site '{site['name']}': its value has shape "
-                f"{tuple(value.shape)}, its distribution batch shape "
-                f"{tuple(site['fn'].batch_shape)} and event shape "
-                f"{tuple(site['fn'].event_shape)} ({exc})"
-            ) from exc
-        if site["mask"] is not None:  # a tensor, or a Python bool from poutine.mask(mask=...)
-            lp = scale_and_mask(lp, mask=site["mask"])
-        if not shared:
-            lp = lp * site["scale"]
-        return lp
 
+def _site_log_prob(site: Any, value: torch.Tensor, shared: bool) -> torch.Tensor:
+    try:
+        lp = site["fn"].log_prob(value, *site["args"], **site["kwargs"])
+    except RuntimeError as exc:  # a value whose shape the distribution cannot take
+        raise ValueError(
+            f"shape mismatch at site '{site['name']}': its value has shape "
+            f"{tuple(value.shape)}, its distribution batch shape "
+            f"{tuple(site['fn'].batch_shape)} and event shape "
+            f"{tuple(site['fn'].event_shape)} ({exc})"
+        ) from exc
+    if site["mask"] is not None:  # a tensor, or a Python bool from poutine.mask(mask=...)
+        lp = scale_and_mask(lp, mask=site["mask"])
+    if not shared:
+        lp = lp * site["scale"]
+    return lp
+
+
+def _model_terms(
+    model_sites: list[tuple[str, Any]],
+    plan: _Plan,
+    max_plate_nesting: int,
+    particle_dim: bool,
+    validate: bool,
+) -> tuple[torch.Tensor | float, torch.Tensor]:
+    """log p(x, z) summed over the sites, in the plates kept; and a reference tensor."""
     ref = torch.zeros(())
     total: torch.Tensor | float = 0.0
-    score: torch.Tensor | float | None = None
-    direct: torch.Tensor | float | None = 0.0 if want_direct else None
     for _, site in model_sites:
-        lp = site_log_prob(site, site["value"])
+        lp = _site_log_prob(site, site["value"], plan.scale is not None)
         if validate:
             site["log_prob"] = lp
-            check_site_shape(site, shape_nesting)
+            check_site_shape(site, plan.shape_nesting)
         ref = lp
-        total = total + _reduce(_pad(lp, max_plate_nesting, lp, not particle_dim), keep)
+        total = total + _reduce(_pad(lp, max_plate_nesting, lp, not particle_dim), plan.keep)
+    return total, ref
+
+
+def _guide_terms(
+    guide_sites: list[tuple[str, Any]],
+    total: torch.Tensor | float,
+    ref: torch.Tensor,
+    plan: _Plan,
+    max_plate_nesting: int,
+    particle_dim: bool,
+    validate: bool,
+    want_direct: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``total`` minus log q(z | x), the score of the sites without rsample, and log q with
+    detached values (DReG)."""
+    shared = plan.scale is not None
+    score: torch.Tensor | float | None = None
+    direct: torch.Tensor | float | None = 0.0 if want_direct else None
     for _, site in guide_sites:
-        lq = site_log_prob(site, site["value"])
+        lq = _site_log_prob(site, site["value"], shared)
         if validate:
             site["log_prob"] = lq
-            check_site_shape(site, shape_nesting)
-        lq = _reduce(_pad(lq, max_plate_nesting, ref, not particle_dim), keep)
+            check_site_shape(site, plan.shape_nesting)
+        lq = _reduce(_pad(lq, max_plate_nesting, ref, not particle_dim), plan.keep)
         total = total - lq
         if not site["fn"].has_rsample:
             score = lq if score is None else score + lq
         if direct is not None:
-            lq_direct = site_log_prob(site, site["value"].detach())
+            lq_direct = _site_log_prob(site, site["value"].detach(), shared)
             direct = direct + _reduce(
-                _pad(lq_direct, max_plate_nesting, ref, not particle_dim), keep
+                _pad(lq_direct, max_plate_nesting, ref, not particle_dim), plan.keep
             )
     assert isinstance(total, torch.Tensor)
     score_t = score if isinstance(score, torch.Tensor) else None
     direct_t = direct if isinstance(direct, torch.Tensor) else None
-    return total, score_t, (scale if scale is not None else 1.0), direct_t
+    return total, score_t, direct_t
+
+
+def _trace_log_weights(
+    model_trace: Trace,
+    guide_trace: Trace,
+    max_plate_nesting: int,
+    particle_dim: bool,
+    want_direct: bool,
+    point_masses: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, float | torch.Tensor, torch.Tensor | None]:
+    check_traces(model_trace, guide_trace, max_plate_nesting, point_masses)
+    plan = _plan(model_trace, guide_trace, max_plate_nesting, particle_dim)
+    validate = is_validation_enabled()
+    total, ref = _model_terms(
+        _sample_sites(model_trace), plan, max_plate_nesting, particle_dim, validate
+    )
+    total, score, direct = _guide_terms(
+        _sample_sites(guide_trace),
+        total,
+        ref,
+        plan,
+        max_plate_nesting,
+        particle_dim,
+        validate,
+        want_direct,
+    )
+    return total, score, (plan.scale if plan.scale is not None else 1.0), direct
 
 
 def log_weights(
@@ -326,7 +396,9 @@ def log_weights(
         direct = None
         if want_direct:
             direct = torch.stack(torch.broadcast_tensors(*[d for d in directs if d is not None]))
-    return LogWeights(lw, score, scale, [g for _, g in traces], direct, [m for m, _ in traces])
+    guides, models = [g for _, g in traces], [m for m, _ in traces]
+    path = "plate" if particle_plate else "loop"
+    return LogWeights(lw, score, scale, guides, direct, models, path)
 
 
 def _plate_nesting(traces: Sequence[tuple[Trace, Trace]]) -> int:
@@ -379,17 +451,12 @@ def _describe(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return "; ".join(parts) if parts else "no tensor arguments"
 
 
-def trace_pair(
-    model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
-) -> tuple[Trace, Trace]:
-    """Trace the guide, then the model replayed on its draws. Torch's errors from running
-    them on the arguments given (a shape or dtype that does not fit) become a ValueError
-    that shows the arguments' shapes and dtypes, the original chained."""
+def _traced(fn: Callable[..., Any], args: Any, kwargs: Any) -> Trace:
+    """A trace of ``fn``; torch's errors from running it on the arguments given (a shape or
+    dtype that does not fit) become a ValueError that shows the arguments' shapes and
+    dtypes, the original chained."""
     try:
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
+        return poutine.trace(fn).get_trace(*args, **kwargs)
     except (RuntimeError, NotImplementedError, ZeroDivisionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         shape_or_dtype = ("size of tensor", "must match", "shape", "dtype", "not implemented")
@@ -399,7 +466,192 @@ def trace_pair(
             f"the model and guide failed on the data given ({type(exc).__name__}: {first}); "
             f"check the data's shape and dtype against the model ({_describe(args, kwargs)})"
         ) from exc
+
+
+def trace_pair(
+    model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
+) -> tuple[Trace, Trace]:
+    """Trace the guide, then the model replayed on its draws (errors as :func:`_traced`)."""
+    guide_trace = _traced(guide, args, kwargs)
+    model_trace = _traced(poutine.replay(model, trace=guide_trace), args, kwargs)
     return model_trace, guide_trace
+
+
+def _replay_trace(
+    values: dict[str, torch.Tensor], infer: dict[str, Any], shared: Trace | None = None
+) -> Trace:
+    """A trace holding only latent values, for ``poutine.replay``, and the subsampling
+    indices of ``shared``'s plates."""
+    trace = Trace()
+    for name, value in values.items():
+        trace.add_node(name, type="sample", value=value, is_observed=False, infer=infer[name])
+    if shared is not None:
+        for name, site in shared.nodes.items():
+            if site["type"] == "sample" and is_subsample(site["fn"]):
+                trace.add_node(name, **site)
+    return trace
+
+
+def _guide_traces(
+    guide: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], k: int
+) -> list[Trace]:
+    """``k`` particles of the guide, one at a time: the draws of sequential particles,
+    except that a subsampled plate keeps the first particle's indices (as one plate of
+    particles does), so that every particle's model run sees the same data."""
+    first = _traced(guide, args, kwargs)
+    indices = _replay_trace({}, {}, first)
+    if not indices.nodes:
+        return [first] + [_traced(guide, args, kwargs) for _ in range(k - 1)]
+    replayed = poutine.replay(guide, trace=indices)
+    return [first] + [_traced(replayed, args, kwargs) for _ in range(k - 1)]
+
+
+def _value(trace: Trace, name: str) -> torch.Tensor:
+    value: Any = trace.nodes[name]["value"]
+    return value
+
+
+def _latents(guide_trace: Trace) -> list[tuple[str, Any]]:
+    return [(n, site) for n, site in _sample_sites(guide_trace) if not site["is_observed"]]
+
+
+def _plate_log_weights(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    guide_traces: list[Trace],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    nesting: int,
+    point_masses: bool,
+) -> torch.Tensor:
+    """The plate path's log-weights at the latent values of the given guide traces (the
+    probe: no draws)."""
+    k = len(guide_traces)
+    values, infer = {}, {}
+    for name, site in _latents(guide_traces[0]):
+        value = torch.stack([_value(g, name) for g in guide_traces])
+        batch_dims = value.dim() - 1 - site["fn"].event_dim
+        values[name] = value.reshape((k,) + (1,) * (nesting - batch_dims) + value.shape[1:])
+        infer[name] = site["infer"]
+    plate = ("num_particles_vectorized", k, -nesting - 1)
+    indexed = _replay_trace(values, infer, guide_traces[0])
+    replayed_guide = poutine.replay(in_plate(guide, *plate), trace=indexed)
+    guide_trace = poutine.trace(replayed_guide).get_trace(*args, **kwargs)
+    replayed_model = poutine.replay(in_plate(model, *plate), trace=guide_trace)
+    model_trace = poutine.trace(replayed_model).get_trace(*args, **kwargs)
+    return log_weights([(model_trace, guide_trace)], nesting + 1, True, False, point_masses)[0]
+
+
+def _vmap_log_weights(
+    model: Callable[..., Any],
+    guide_traces: list[Trace],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    max_plate_nesting: float,
+    want_direct: bool,
+    point_masses: bool,
+) -> tuple[LogWeights, int]:
+    """Weights of particles drawn one at a time (the guide traces), the model run for all
+    but the first under ``torch.func.vmap``. The first particle is weighed exactly as the
+    sequential path weighs it (with its checks), and fixes the plates kept and the scale;
+    every other one takes the same arithmetic in the same order, so values and gradients
+    are the sequential path's up to the rounding of sums inside the model."""
+    first = guide_traces[0]
+    model_trace = _traced(poutine.replay(model, trace=first), args, kwargs)
+    nesting = max_plate_nesting
+    if nesting == math.inf:
+        nesting = _plate_nesting([(model_trace, g) for g in guide_traces])
+    n = int(nesting)
+    check_traces(model_trace, first, n, point_masses)
+    plan = _plan(model_trace, first, n, False)
+    validate = is_validation_enabled()
+    total, ref = _model_terms(_sample_sites(model_trace), plan, n, False, validate)
+    latents = _latents(first)
+    infer = {name: site["infer"] for name, site in latents}
+    stacked = {
+        name: torch.stack([_value(g, name) for g in guide_traces[1:]]) for name, _ in latents
+    }
+
+    def one(values: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Validation reads tensors' values in Python, which vmap refuses; the first
+        # particle's run above was validated.
+        with pyro.validation_enabled(False):
+            replayed = poutine.replay(model, trace=_replay_trace(values, infer, first))
+            trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+        log_p, _ = _model_terms(_sample_sites(trace), plan, n, False, False)
+        return torch.as_tensor(log_p, dtype=ref.dtype, device=ref.device)
+
+    try:
+        rest = torch.func.vmap(one)(stacked)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise BatchingError(explain(exc, "particles")) from exc
+    parts = [
+        _guide_terms(_sample_sites(g), log_p, ref, plan, n, False, validate, want_direct)
+        for g, log_p in zip(guide_traces, [total, *rest], strict=True)
+    ]
+    lw = torch.stack(torch.broadcast_tensors(*[p[0] for p in parts]))
+    scores = [p[1] for p in parts]
+    score = None
+    if all(s is not None for s in scores):
+        score = torch.stack(torch.broadcast_tensors(*[s for s in scores if s is not None]))
+    direct = None
+    if want_direct:
+        direct = torch.stack(torch.broadcast_tensors(*[p[2] for p in parts if p[2] is not None]))
+    scale = plan.scale if plan.scale is not None else 1.0
+    return LogWeights(lw, score, scale, guide_traces, direct, None, "vmap"), n
+
+
+def choose_particle_path(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    max_plate_nesting: float = math.inf,
+    point_masses: bool = False,
+) -> str:
+    """``"plate"``, ``"vmap"`` or ``"loop"``: the first path whose log-weights for two
+    particles agree with the two weighed one by one (:mod:`~pyrogen.inference.batching`).
+    Torch's random generators are left as they were, and Pyro's handlers outside see
+    nothing. A model that fails one particle at a time raises its own error here."""
+    with probe_rng(*args, *kwargs.values()), poutine.block():
+        guides = _guide_traces(guide, args, kwargs, 2)
+        pairs = [(_traced(poutine.replay(model, trace=g), args, kwargs), g) for g in guides]
+        if not any(_sample_sites(m) or _sample_sites(g) for m, g in pairs):
+            return "plate"
+        n = int(_plate_nesting(pairs) if max_plate_nesting == math.inf else max_plate_nesting)
+        reference = log_weights(pairs, n, False, point_masses=point_masses).log_weight
+        try:
+            plated = _plate_log_weights(model, guide, guides, args, kwargs, n, point_masses)
+            if same_values(plated, reference):
+                return "plate"
+        except Exception:  # noqa: BLE001, S110 - any failure of the plate path: try vmap
+            pass
+        try:
+            w, _ = _vmap_log_weights(model, guides, args, kwargs, n, False, point_masses)
+            if same_values(w.log_weight, reference):
+                return "vmap"
+            failure = explain("vmap over particles gives weights that differ from a loop", "")
+        except BatchingError as exc:
+            failure = str(exc)
+    warn_loop(failure, "particles")
+    return "loop"
+
+
+class ParticlePath:
+    """The particle path found for a (model, guide) pair, kept by a caller between calls
+    so that the probe runs once."""
+
+    def __init__(self) -> None:
+        self._found: tuple[Any, Any, str] | None = None
+
+    def get(self, model: Callable[..., Any], guide: Callable[..., Any]) -> str:
+        found = self._found
+        if found is not None and found[0] == model and found[1] == guide:
+            return found[2]
+        return "auto"
+
+    def keep(self, model: Callable[..., Any], guide: Callable[..., Any], path: str) -> None:
+        self._found = (model, guide, path)
 
 
 def in_plate(fn: Callable[..., Any], name: str, size: int, dim: int) -> Callable[..., Any]:
@@ -424,8 +676,19 @@ def draw_log_weights(
     vectorize_particles: bool = True,
     want_direct: bool = False,
     point_masses: bool = False,
+    batching: str = "auto",
 ) -> tuple[LogWeights, int]:
     r"""Draw ``num_particles`` particles from the guide and weigh them by the model.
+
+    Vectorized particles take one of three paths (:mod:`~pyrogen.inference.batching`):
+    ``"plate"``, one run of guide and model under an outermost particle plate (Pyro's
+    vectorized ELBOs), for programs that broadcast over it; ``"vmap"``, for a model that
+    does not (``X @ w``): the guide runs once per particle, drawing exactly what sequential
+    particles draw (``torch.func.vmap`` cannot draw from ``torch.distributions``: their
+    in-place ``normal_`` on an unbatched tensor is refused under
+    ``randomness="different"``), and the model runs once under ``torch.func.vmap``, so
+    weights and gradients equal the sequential path's draw for draw; ``"loop"``, the
+    sequential path, with a warning, when vmap cannot run the model either.
 
     Args:
         model, guide: the Pyro programs, called as ``model(*args, **kwargs)``.
@@ -439,6 +702,11 @@ def draw_log_weights(
         want_direct: also return the guide's log-density with detached values (DReG).
         point_masses: accept ``Delta`` guide sites as point masses whose log q is their
             ``log_density`` (Pyro's reading; the ELBO of AutoDelta is the MAP objective).
+        batching: the path of vectorized particles: ``"auto"`` probes two particles
+            (:func:`choose_particle_path`, without moving the random generators) and
+            takes the first path that agrees with weighing them one by one; ``"plate"``,
+            ``"vmap"`` or ``"loop"`` skip the probe (a caller keeps the path found,
+            ``LogWeights.batching``, in a :class:`ParticlePath`).
 
     Returns:
         :class:`LogWeights` whose ``log_weight`` has shape ``(num_particles, *plates)``, and
@@ -447,7 +715,64 @@ def draw_log_weights(
     """
     if is_validation_enabled():
         _check_no_nan(args, kwargs)
-    particle_plate = bool(vectorize_particles and num_particles > 1)
+    path = check_batching(batching) if vectorize_particles and num_particles > 1 else "loop"
+    if path == "auto" and max_plate_nesting == math.inf:
+        path = choose_particle_path(model, guide, args, kwargs, max_plate_nesting, point_masses)
+    if path == "auto":
+        # The plate nesting is given, so there is no unvectorized run to probe with: the
+        # plate path is tried, and if the model fails there the draws are undone and the
+        # probe picks the path (a model that fails one particle at a time raises there).
+        restore = saved_rng(*args, *kwargs.values())
+        try:
+            return _draw(
+                model,
+                guide,
+                args,
+                kwargs,
+                num_particles,
+                max_plate_nesting,
+                "plate",
+                want_direct,
+                point_masses,
+            )
+        except (RuntimeError, ValueError, IndexError, TypeError):
+            restore()
+            path = choose_particle_path(model, guide, args, kwargs, max_plate_nesting, point_masses)
+            if path == "plate":
+                raise
+    if path == "vmap":
+        guides = _guide_traces(guide, args, kwargs, num_particles)
+        if any(_sample_sites(g) for g in guides):
+            return _vmap_log_weights(
+                model, guides, args, kwargs, max_plate_nesting, want_direct, point_masses
+            )
+        path = "loop"  # nothing to weigh in the guide: the sequential path handles it
+    return _draw(
+        model,
+        guide,
+        args,
+        kwargs,
+        num_particles,
+        max_plate_nesting,
+        path,
+        want_direct,
+        point_masses,
+    )
+
+
+def _draw(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    num_particles: int,
+    max_plate_nesting: float,
+    path: str,
+    want_direct: bool,
+    point_masses: bool,
+) -> tuple[LogWeights, int]:
+    """The plate path (``path == "plate"``) or sequential particles."""
+    particle_plate = path == "plate"
     nesting = max_plate_nesting
     if nesting == math.inf and particle_plate:
         # One unvectorized run finds the plate nesting (as Pyro's ELBO does, drawing the
@@ -471,7 +796,7 @@ def draw_log_weights(
         zero = torch.zeros(num_particles)
         direct = zero if want_direct else None
         guides, models = [g for _, g in traces], [m for m, _ in traces]
-        return LogWeights(zero, None, 1.0, guides, direct, models), int(nesting)
+        return LogWeights(zero, None, 1.0, guides, direct, models, path), int(nesting)
     out = log_weights(
         traces,
         int(nesting) + int(particle_plate),

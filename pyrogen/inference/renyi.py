@@ -30,12 +30,18 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import is_identically_zero
 from pyro.poutine.util import prune_subsample_sites
 
 from pyrogen.compat import plate_wise_log_ratio
-from pyrogen.inference.importance import LogWeights, _sample_sites, draw_log_weights
+from pyrogen.inference.importance import (
+    LogWeights,
+    ParticlePath,
+    _sample_sites,
+    draw_log_weights,
+)
 from pyrogen.inference.objective import Objective
 
 _GRADIENTS = ("reparam", "dreg")
@@ -115,16 +121,17 @@ def _leave_one_out(log_weight: torch.Tensor, alpha: float) -> torch.Tensor:
     return (torch.logaddexp(rest, c * others) - math.log(k)) / c
 
 
-def _trace_elbo_surrogate(w: LogWeights, num_particles: int) -> torch.Tensor:
+def _trace_elbo_surrogate(
+    w: LogWeights, num_particles: int, model_traces: list[Any]
+) -> torch.Tensor:
     r"""Trace_ELBO's gradient at :math:`\alpha = 1`, as a zero-valued surrogate: the model's
     log-density and the reparameterized sites' entropy terms through the sampled values,
     and for each non-reparameterized site its score times the log-ratio of the terms in its
     own plates (Pyro's plate-wise Rao-Blackwellization: a local latent is credited with its
     data point's terms only). The zero-mean gradient of :math:`-\log q` through the
     parameters of those sites is left out, as Trace_ELBO leaves it out."""
-    assert w.model_traces is not None
     surrogate: torch.Tensor | float = 0.0
-    for traced_model, traced_guide in zip(w.model_traces, w.guide_traces, strict=True):
+    for traced_model, traced_guide in zip(model_traces, w.guide_traces, strict=True):
         model_trace = prune_subsample_sites(traced_model)  # plates' own sites, as Pyro does
         guide_trace = prune_subsample_sites(traced_guide)
         for trace in (model_trace, guide_trace):  # Pyro's scaled, masked densities afresh
@@ -233,6 +240,7 @@ class RenyiBound(Objective):
         if gradient == "dreg" and self.alpha == -math.inf:
             raise ValueError("gradient='dreg' is not defined for VR-max (alpha=-inf)")
         self.gradient = gradient
+        self.particle_path = ParticlePath()
         super().__init__(
             num_particles=num_particles,
             max_plate_nesting=max_plate_nesting,
@@ -268,8 +276,11 @@ class RenyiBound(Objective):
             self.vectorize_particles,
             want_direct,
             point_masses=self.alpha == 1.0,  # the ELBO of a point mass: MAP, as in Pyro
+            batching=self.particle_path.get(model, guide),
         )
         self.max_plate_nesting = nesting + extra
+        if extra:
+            self.particle_path.keep(model, guide, w.batching)
         return w
 
     def bound(self, w: LogWeights) -> torch.Tensor:
@@ -301,7 +312,13 @@ class RenyiBound(Objective):
         bound = self.bound(w)
         if w.score is not None and self.alpha == 1.0 and not dreg:
             value = -(w.scale * bound).sum()
-            return value.detach() + _trace_elbo_surrogate(w, self.num_particles)
+            model_traces = w.model_traces
+            if model_traces is None:  # the model ran under vmap: replay it per particle
+                model_traces = [
+                    poutine.trace(poutine.replay(model, trace=g)).get_trace(*args, **kwargs)
+                    for g in w.guide_traces
+                ]
+            return value.detach() + _trace_elbo_surrogate(w, self.num_particles, model_traces)
         surrogate = bound
         if w.score is not None:
             if self.num_particles > 1:

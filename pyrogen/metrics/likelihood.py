@@ -20,7 +20,7 @@ import pyro.poutine as poutine
 import torch
 from tqdm.auto import tqdm
 
-from pyrogen.inference.importance import draw_log_weights
+from pyrogen.inference.importance import ParticlePath, draw_log_weights
 
 
 class LogLikelihood(NamedTuple):
@@ -93,6 +93,7 @@ def log_likelihood(
     if num_samples % particle_chunk:
         sizes.append(num_samples % particle_chunk)
     nesting = max_plate_nesting
+    path = ParticlePath()  # the particle path is probed on the first chunk, then kept
     per_point, log_var_ratio = [], []
     batches = data.split(batch_size)
     bar = tqdm(batches, desc=f"log p(x), K={num_samples}", unit="batch", disable=not progress)
@@ -100,7 +101,10 @@ def log_likelihood(
         lse = torch.full((batch.shape[0],), -math.inf, dtype=batch.dtype, device=batch.device)
         lse2 = lse.clone()  # log sum w^2, for the Monte Carlo error
         for k in sizes:
-            w, nesting = draw_log_weights(model, guide, (batch,), {}, k, nesting)
+            batching = path.get(model, guide)
+            w, nesting = draw_log_weights(model, guide, (batch,), {}, k, nesting, batching=batching)
+            if k > 1:
+                path.keep(model, guide, w.batching)
             lw = w.log_weight
             lw = lw.reshape(k, -1)
             if lw.shape[1] != batch.shape[0]:

@@ -80,6 +80,7 @@ def sample(
     divergence_threshold: float = 1000.0,
     thin: int = 1,
     max_plate_nesting: int | None = None,
+    batching: str = "auto",
     init_radius: float = 2.0,
     generator: torch.Generator | None = None,
     progress: bool = True,
@@ -105,6 +106,9 @@ def sample(
         step_size_jitter: with a fixed ``num_steps``, each chain's step size is multiplied by
             a uniform factor in ``[1 - j, 1 + j]`` at every transition.
         thin: keep every ``thin``-th draw.
+        batching: how a ``model`` is evaluated for many chains (:class:`ModelPotential`):
+            ``"auto"`` keeps one plate of chains when the model broadcasts over it and
+            otherwise runs it under ``torch.func.vmap`` (a model written with ``X @ w``).
         generator: ``torch.Generator`` for every random number (default: torch's global one).
         progress: a tqdm bar.
 
@@ -117,7 +121,7 @@ def sample(
     if model is not None:
         if potential_fn is not None:
             raise ValueError("give either potential_fn or model, not both")
-        potential_fn = ModelPotential(model, model_args, model_kwargs, max_plate_nesting)
+        potential_fn = ModelPotential(model, model_args, model_kwargs, max_plate_nesting, batching)
     start = _initial_position(potential_fn, initial_position, num_chains, init_radius, generator)
     clock = time.perf_counter()
     state = spec.init(start, potential_fn, generator)
