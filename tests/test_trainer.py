@@ -317,3 +317,64 @@ def test_nonfinite_steps_can_be_skipped_and_are_counted(tmp_path) -> None:  # ty
     assert torch.load(tmp_path / "run.pt", weights_only=True)["nonfinite_steps"] == 2
     with pytest.raises(FloatingPointError, match="2 non-finite steps skipped before"):
         _flaky_trainer(tmp_path / "other.pt", {1, 2, 3}, skip_nonfinite=2).fit(x, 8, 20)
+
+
+def _ema_run(
+    iterations: int | list[int], ema: float | None, path: str | None = None, record=None
+) -> tuple[Trainer, Generator, torch.nn.Module]:
+    g, c = _players()
+    trainer = Trainer(GAN(c), g, ema=ema, checkpoint=path, callback=record, progress=False)
+    for total in iterations if isinstance(iterations, list) else [iterations]:
+        trainer.fit(_data(), total, 32, seed=5)
+    return trainer, g, c
+
+
+def test_ema_is_the_stated_average_of_the_training_weights() -> None:
+    """The average follows avg <- d avg + (1 - d) w after each generator step, with
+    d = min(ema, (1 + u) / (10 + u)), from the training weights of a run without it (the
+    average does not change the training); after fit the generator holds the average, the
+    callback sees it, and the critic is left alone."""
+
+    def generator_weights(t: Trainer) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in t.params["generator"].values()])
+
+    weights: list[torch.Tensor] = []
+    _, g, _ = _ema_run(12, None, record=lambda t: weights.append(generator_weights(t)))
+    raw_final = _flat(g)
+    seen: list[torch.Tensor] = []
+    trainer, g2, _ = _ema_run(12, 0.8, record=lambda t: seen.append(generator_weights(t)))
+    average = weights[0].clone()
+    expected = [average.clone()]
+    for u, w in enumerate(weights[1:], start=1):
+        d = min(0.8, (1 + u) / (10 + u))
+        average = d * average + (1 - d) * w
+        expected.append(average.clone())
+    assert torch.allclose(generator_weights(trainer), expected[-1], atol=1e-6)
+    assert all(torch.allclose(s, e, atol=1e-6) for s, e in zip(seen, expected, strict=True))
+    assert (expected[-1] - raw_final).abs().max() > 1e-4  # the test can tell them apart
+    with trainer.averaged():  # already in: nothing changes, and it stays in
+        assert torch.allclose(generator_weights(trainer), expected[-1], atol=1e-6)
+    assert torch.allclose(generator_weights(trainer), expected[-1], atol=1e-6)
+    assert torch.equal(_flat(g2), generator_weights(trainer))  # the module holds them
+
+
+def test_ema_fit_again_and_resume_continue_the_training_weights(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """fit(5) then fit(12) equals fit(12): the second call trains on from the training
+    weights, not the average; a checkpoint keeps both, so a resumed run equals it too."""
+    _, g, c = _ema_run(12, 0.9)
+    straight = _flat(g, c)
+    _, g, c = _ema_run([5, 12], 0.9)
+    assert torch.equal(_flat(g, c), straight)
+    path = str(tmp_path / "ema.pt")
+    _ema_run(5, 0.9, path)
+    _, g, c = _ema_run(12, 0.9, path)
+    assert torch.equal(_flat(g, c), straight)
+
+
+def test_ema_bad_input() -> None:
+    g, c = _players()
+    for bad in (0.0, 1.0, 1.5, True, "0.9"):
+        with pytest.raises(ValueError, match="ema must be a decay strictly between 0 and 1"):
+            Trainer(GAN(c), g, ema=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ema_role 'model' is not a role"):
+        Trainer(GAN(c), g, ema=0.99, ema_role="model")

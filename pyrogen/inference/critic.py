@@ -15,11 +15,13 @@ ratio :math:`p/q`, which is what AVB, NCE, GANs and KALE use:
 - :func:`kale`: minimises :math:`-E_p r + E_q e^{r} - 1`; optimum :math:`r = \log p/q`.
 
 :func:`gradient_penalty` and :func:`clip_weights` keep a Wasserstein critic near the
-1-Lipschitz set. References: Goodfellow et al. (2014); Gutmann & Hyvärinen (2010) for the
-logistic loss with noise ratio :math:`\nu`; Lim & Ye (2017) for the hinge; Arjovsky et al.
-(2017) for clipping; Gulrajani et al. (2017) for the penalty; Arbel, Zhou & Gretton (2021)
-for KALE, whose value :math:`1 + \sup_r (E_p r - E_q e^{r})` is :math:`KL(p \| q)` over all
-functions and a lower bound on it over a class of critics.
+1-Lipschitz set; :func:`squared_gradient_norm` at the data (R1) or at generated points (R2)
+makes GAN training converge locally (Mescheder, Geiger & Nowozin 2018). References:
+Goodfellow et al. (2014); Gutmann & Hyvärinen (2010) for the logistic loss with noise
+ratio :math:`\nu`; Lim & Ye (2017) for the hinge; Arjovsky et al. (2017) for clipping;
+Gulrajani et al. (2017) for the penalty; Arbel, Zhou & Gretton (2021) for KALE, whose
+value :math:`1 + \sup_r (E_p r - E_q e^{r})` is :math:`KL(p \| q)` over all functions and
+a lower bound on it over a class of critics.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "hinge",
     "kale",
     "logistic",
+    "squared_gradient_norm",
     "wasserstein",
 ]
 
@@ -127,12 +130,30 @@ def gradient_penalty(
         )
     eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     eps = torch.rand(eps_shape, generator=generator, device=real.device, dtype=real.dtype)
+    graph = torch.is_grad_enabled()  # a graph for the critic's update; none under no_grad
     with torch.enable_grad():  # also under no_grad (Objective.loss): the penalty needs it
         x = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
         out = critic(x)
-        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=torch.is_grad_enabled())
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=graph)
     norm = grad.flatten(1).norm(dim=1)
     return ((norm - target) ** 2).mean()
+
+
+def squared_gradient_norm(critic: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    r""":math:`E_x \|\nabla_x r(x)\|_2^2` at the given points: the R1 penalty at data points
+    and the R2 penalty at generated ones (Mescheder, Geiger & Nowozin 2018, who weight it by
+    :math:`\gamma / 2`).
+
+    Every dimension after the first is one sample's event; ``x`` is detached, and the result
+    is differentiable in the critic's parameters (also under ``no_grad``, as
+    :func:`gradient_penalty`).
+    """
+    graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        out = critic(x)
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=graph)
+    return grad.flatten(1).pow(2).sum(1).mean()
 
 
 @torch.no_grad()

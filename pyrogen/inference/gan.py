@@ -123,6 +123,11 @@ class Adversarial(Objective):
         pack: PacGAN packing degree: the critic sees ``pack`` samples concatenated (the
             batch size must be a multiple of it).
         critic_steps: critic updates per generator update in the trainer.
+        r1, r2: weights ``gamma`` of the gradient penalties ``gamma / 2 * E |grad_x r(x)|^2``
+            on the critic at the data (R1) and at generated points (R2) (Mescheder, Geiger
+            & Nowozin 2018): with either, the GAN converges locally where the unregularised
+            one circles its equilibrium. 0 (the default) leaves them out; ``stats`` logs
+            each one used.
     """
 
     roles = ("critic", "generator")
@@ -141,9 +146,16 @@ class Adversarial(Objective):
         data_site: str = "x",
         pack: int = 1,
         critic_steps: int | None = None,
+        *,
+        r1: float = 0.0,
+        r2: float = 0.0,
     ) -> None:
         super().__init__(num_particles=1, max_plate_nesting=1)
         self.critic = self.add_player("critic", critic, role="critic")
+        for name, value in (("r1", r1), ("r2", r2)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        self.r1, self.r2 = float(r1), float(r2)
         if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
             raise ValueError(f"pack must be a positive int, got {pack!r}")
         if critic_steps is not None:
@@ -203,7 +215,15 @@ class Adversarial(Objective):
         self.stats.update(
             critic_real=float(r_real.detach().mean()), critic_fake=float(r_fake.detach().mean())
         )
+        for name, weight, at in (("r1", self.r1, real), ("r2", self.r2, fake)):
+            if weight > 0:
+                penalty = losses.squared_gradient_norm(self._critic_values, at)
+                self.stats[name] = float(penalty.detach())
+                loss = loss + 0.5 * weight * penalty
         return loss * self._rows(real)
+
+    def _critic_values(self, x: Tensor) -> Tensor:
+        return losses.per_sample(self.critic(x), x.shape[0])
 
     def _rows(self, x: Tensor) -> int:
         """Data points in a (packed) batch: the losses are sums over them, as Pyro's."""
@@ -268,8 +288,11 @@ class GAN(Adversarial):
         data_site: str = "x",
         pack: int = 1,
         critic_steps: int | None = None,
+        *,
+        r1: float = 0.0,
+        r2: float = 0.0,
     ) -> None:
-        super().__init__(critic, data_site, pack, critic_steps)
+        super().__init__(critic, data_site, pack, critic_steps, r1=r1, r2=r2)
         if generator_loss not in ("nonsaturating", "minimax"):
             raise ValueError(
                 f"generator_loss must be 'nonsaturating' or 'minimax', got {generator_loss!r}"
@@ -332,8 +355,11 @@ class WGAN(_Wasserstein):
         data_site: str = "x",
         pack: int = 1,
         critic_steps: int | None = None,
+        *,
+        r1: float = 0.0,
+        r2: float = 0.0,
     ) -> None:
-        super().__init__(critic, data_site, pack, critic_steps)
+        super().__init__(critic, data_site, pack, critic_steps, r1=r1, r2=r2)
         if not clip > 0:
             raise ValueError(f"clip must be positive, got {clip}")
         self.clip = float(clip)
@@ -369,8 +395,11 @@ class WGANGP(_Wasserstein):
         data_site: str = "x",
         pack: int = 1,
         critic_steps: int | None = None,
+        *,
+        r1: float = 0.0,
+        r2: float = 0.0,
     ) -> None:
-        super().__init__(critic, data_site, pack, critic_steps)
+        super().__init__(critic, data_site, pack, critic_steps, r1=r1, r2=r2)
         if penalty < 0:
             raise ValueError(f"penalty must be non-negative, got {penalty}")
         self.penalty = float(penalty)

@@ -78,6 +78,8 @@ class KALE(Adversarial):
             generator updates (100, and 500).
         init_batches: generated batches whose log-mean-exp of ``-E`` starts :math:`A`.
         data_site: name of the generator's data site.
+        r1, r2: the R1 / R2 penalties on the energy at data / generated points, as for
+            :class:`~pyrogen.inference.gan.Adversarial` (0: off).
 
     ``stats`` after an energy step: ``kale`` (the estimate), ``energy_data`` and
     ``energy_generated`` (mean energies), ``log_normaliser`` (:math:`A`).
@@ -97,8 +99,11 @@ class KALE(Adversarial):
         warmup_every: int = 500,
         init_batches: int = 10,
         data_site: str = "x",
+        *,
+        r1: float = 0.0,
+        r2: float = 0.0,
     ) -> None:
-        super().__init__(energy, data_site, pack=1, critic_steps=energy_steps)
+        super().__init__(energy, data_site, pack=1, critic_steps=energy_steps, r1=r1, r2=r2)
         self.energy = self.critic
         self.log_normaliser: LogNormaliser = self.add_player(  # type: ignore[assignment]
             "log_normaliser", LogNormaliser(), role="critic"
@@ -130,12 +135,9 @@ class KALE(Adversarial):
             log_normaliser=float(a.detach()),
         )
         if self.penalty > 0:
-            energy = self._energy_fn
+            energy = self._critic_values
             loss = loss + self.penalty * losses.gradient_penalty(energy, real_x, fake_x, target=0.0)
         return loss
-
-    def _energy_fn(self, x: Tensor) -> Tensor:
-        return losses.per_sample(self.energy(x), x.shape[0])
 
     def generator_objective(self, fake: Tensor) -> Tensor:
         return -_log_mean_exp(-fake)  # minus the batch estimate of A
@@ -166,7 +168,7 @@ class KALE(Adversarial):
         energies = []
         for _ in range(self.init_batches):
             _, fake = self._batches(model, args, kwargs)
-            energies.append(self._energy_fn(fake))
+            energies.append(self._critic_values(fake))
         value = _log_mean_exp(-torch.cat(energies))
         self.log_normaliser.value.copy_(value)
         flag = self.log_normaliser.initialised

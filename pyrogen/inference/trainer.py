@@ -25,12 +25,13 @@ Nothing here depends on the device: the data and parameters decide it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -114,6 +115,17 @@ class Trainer:
             counted in ``trainer.nonfinite_steps``) before stopping; 0 (the default) stops
             at the first, with a ``FloatingPointError`` naming the objective, the role and
             the iteration, the last checkpoint left as it was.
+        ema: decay of an exponential moving average of the ``ema_role`` parameters (e.g.
+            0.999; Yazıcı et al. 2019, "The Unusual Effectiveness of Averaging in GAN
+            Training"), updated after each of that role's steps with the decay
+            ``min(ema, (1 + u) / (10 + u))`` at its ``u``-th update, so that the first
+            updates do not keep the initial weights. Once it is on, evaluation uses the
+            average: ``callback`` and ``epoch_callback`` run with the averaged weights in
+            place, and ``fit`` returns with them loaded (the training weights are put back
+            when ``fit`` is called again, and checkpoints hold both). :meth:`averaged`
+            swaps them in for any other evaluation. ``None`` (the default): no average.
+        ema_role: the role averaged; the objective's ``model_role`` by default (the
+            generator of the adversarial objectives).
     """
 
     def __init__(
@@ -131,6 +143,8 @@ class Trainer:
         epoch_callback: Callable[[Trainer], None] | None = None,
         progress: bool = True,
         skip_nonfinite: int = 0,
+        ema: float | None = None,
+        ema_role: str | None = None,
     ) -> None:
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be a pyrogen Objective, got {type(objective)}")
@@ -157,6 +171,18 @@ class Trainer:
         self.progress = progress
         self.skip_nonfinite = check_int("skip_nonfinite", skip_nonfinite, 0)
         self.nonfinite_steps = 0  # skipped so far (checkpointed)
+        if ema is not None and (
+            isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 < ema < 1
+        ):
+            raise ValueError(f"ema must be a decay strictly between 0 and 1, got {ema!r}")
+        self.ema = None if ema is None else float(ema)
+        averaged = ema_role if ema_role is not None else objective.model_role
+        if self.ema is not None and averaged not in self.roles:
+            raise ValueError(f"ema_role {averaged!r} is not a role of this objective {self.roles}")
+        self.ema_role: str = averaged or ""
+        self._average: dict[str, Tensor] = {}  # the moving average, by parameter name
+        self._ema_updates = 0
+        self._held: dict[str, Tensor] | None = None  # training weights while the average is in
         self._saved_iteration: int | None = None
         self.iteration = 0
         self.epoch = 0
@@ -208,7 +234,12 @@ class Trainer:
             "epoch": self.epoch,
             "roles": list(self.roles),
             "params": {
-                r: {k: v.detach().cpu() for k, v in p.items()} for r, p in self.params.items()
+                r: {k: self._training_value(r, k, v).detach().cpu() for k, v in p.items()}
+                for r, p in self.params.items()
+            },
+            "ema": {
+                "average": {k: v.cpu() for k, v in self._average.items()},
+                "updates": self._ema_updates,
             },
             "objective": self.objective.state_dict(),
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
@@ -269,6 +300,16 @@ class Trainer:
         self._order = state["order"] if state["order"].numel() else None
         self._position = int(state["position"])
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        ema = state.get("ema", {"average": {}, "updates": 0})
+        if self.ema is not None and ema["average"]:
+            params = self.params[self.ema_role]
+            if set(ema["average"]) != set(params):
+                raise CheckpointError(
+                    f"{self.checkpoint}: its moving average covers other parameters than "
+                    f"role {self.ema_role!r} has"
+                )
+            self._average = {k: v.to(params[k]) for k, v in ema["average"].items()}
+            self._ema_updates = int(ema["updates"])
         self.iteration = int(state["iteration"])
         self._saved_iteration = self.iteration
         self.epoch = int(state["epoch"])
@@ -331,6 +372,7 @@ class Trainer:
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} exceeds the {n} rows of data")
         resumed = False
+        self._restore_training_weights()
         if not self.optimizers:
             self._generator = torch.Generator().manual_seed(seed)
             self._build(tuple(t[:batch_size] for t in data_t))
@@ -353,6 +395,8 @@ class Trainer:
         finally:
             bar.close()
         self.save()
+        if self.ema is not None and not interrupted.requested:
+            self._load_average()
         if interrupted.requested:
             where = f"iteration {self.iteration} (epoch {self.epoch})"
             how = (
@@ -399,7 +443,59 @@ class Trainer:
         loss.backward()
         opt.step()
         self.objective.after_step(role)
+        if self.ema is not None and role == self.ema_role:
+            self._update_average()
         return float(loss.detach())
+
+    # The moving average of the ema_role's weights.
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        params = self.params[self.ema_role]
+        if not self._average:
+            self._average = {k: p.detach().clone() for k, p in params.items()}
+        decay = min(self.ema or 0.0, (1 + self._ema_updates) / (10 + self._ema_updates))
+        for name, p in params.items():
+            self._average[name].lerp_(p.detach(), 1 - decay)
+        self._ema_updates += 1
+
+    def _training_value(self, role: str, name: str, value: Tensor) -> Tensor:
+        if self._held is not None and role == self.ema_role:
+            return self._held[name]
+        return value
+
+    @torch.no_grad()
+    def _load_average(self) -> None:
+        """Puts the averaged weights in place, keeping the training ones aside."""
+        if self.ema is None or not self._average or self._held is not None:
+            return
+        params = self.params[self.ema_role]
+        self._held = {k: p.detach().clone() for k, p in params.items()}
+        for name, p in params.items():
+            p.copy_(self._average[name])
+
+    @torch.no_grad()
+    def _restore_training_weights(self) -> None:
+        if self._held is None:
+            return
+        for name, p in self.params[self.ema_role].items():
+            p.copy_(self._held[name])
+        self._held = None
+
+    @contextlib.contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Within the block, the ``ema_role`` parameters hold their moving average (no-op
+        without ``ema``, before the first update, or when the average is already in)::
+
+            with trainer.averaged():
+                samples = generator.sample(1000)
+        """
+        loaded = self._held is None and bool(self._average)
+        self._load_average()
+        try:
+            yield
+        finally:
+            if loaded:
+                self._restore_training_weights()
 
     def _iterate(
         self,
@@ -438,10 +534,12 @@ class Trainer:
             self.epoch += 1
             self.objective.end_of_epoch(self.epoch, self.model, self.guide)
             if self.epoch_callback is not None:
-                self.epoch_callback(self)
+                with self.averaged():
+                    self.epoch_callback(self)
             if by_epoch:
                 bar.update(1)
         if self.callback is not None:
-            self.callback(self)
+            with self.averaged():
+                self.callback(self)
         if self.iteration % self.checkpoint_every == 0 or (by_epoch and self._passes_done):
             self.save()
