@@ -149,3 +149,11 @@ def test_avb_mnist_smoke(tmp_path: Path) -> None:
         assert r["ais"] < 0 and r["images"] == 20, name
         assert ("is" in r) is name.startswith(("elbo", "iwae")), name
     assert "AVB + AC - ELBO" in (tmp_path / "avb_mnist.md").read_text()
+
+
+def test_nonbroadcasting_smoke(tmp_path: Path) -> None:
+    _run("nonbroadcasting.py", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "nonbroadcasting.json").read_text())
+    assert result["paths"]["mcmc"] == {"X @ w": "vmap", "(X * w).sum(-1)": "plate"}
+    assert result["paths"]["iwae"] == {"(X * w).sum(-1), plate": "plate", "X @ w, vmap": "vmap"}
+    assert all(r["calls_per_s"] > 0 for r in result["mcmc"] + result["iwae"])

@@ -630,7 +630,9 @@ def choose_particle_path(
             w, _ = _vmap_log_weights(model, guides, args, kwargs, n, False, point_masses)
             if same_values(w.log_weight, reference):
                 return "vmap"
-            failure = explain("vmap over particles gives weights that differ from a loop", "")
+            failure = explain(
+                "vmap over particles gives weights that differ from a loop", "particles"
+            )
         except BatchingError as exc:
             failure = str(exc)
     warn_loop(failure, "particles")

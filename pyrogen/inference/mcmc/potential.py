@@ -10,7 +10,7 @@ a ``pyro.plate`` of chains left of the model's plates (the way Pyro vectorizes p
 one run for all chains) when the model broadcasts over that dimension, as
 ``(x * beta).sum(-1)`` does; otherwise ``torch.func.vmap`` over one chain's potential, which
 runs a model written with ``x @ beta`` unchanged, with the same values and gradients as a
-loop over chains, at a few times the cost of the plate (``benchmarks/nonbroadcasting.py``);
+loop over chains, at about the plate's cost (``benchmarks/results/nonbroadcasting.md``);
 a loop over chains, with a warning, when vmap cannot run the model either (Python control
 flow on a latent value). With one chain no plate is added and the model runs exactly as
 Pyro's HMC runs it.
