@@ -21,6 +21,24 @@ checkpoint path resumes where it stopped, drawing the same numbers as an uninter
 An interruption finishes the iteration, saves, says how to resume and re-raises
 :class:`KeyboardInterrupt`, so a script never goes on with a half-trained model.
 Nothing here depends on the device: the data and parameters decide it.
+
+**Data-parallel** (``torch.distributed``, launched by ``torchrun``): when a process group is
+initialised (``distributed=None``, the default, follows it; ``True`` requires one, ``False``
+ignores it), each of the ``W`` ranks steps on ``batch_size`` rows: the slice of a global
+batch of ``W * batch_size`` rows cut from the one permutation every rank draws with the same
+data generator (a batch ``transform`` runs on the global batch, so it draws what one process
+would). Each rank divides its loss by the global batch's rows and the role's gradients are
+summed over the ranks (one ``all_reduce`` per update, the loss riding along), so ``W`` ranks
+with ``batch_size`` B step exactly as one process with ``W * B`` on the same random numbers
+for objectives that are sums over rows (batch-level coupling, such as batch norm or PacGAN
+packs, stays within a rank). Model randomness differs per rank: each rank's torch generator
+is seeded ``rank_seed(seed, rank)`` (:mod:`pyrogen.distributed`) at the start.
+Parameters are broadcast from rank 0 after they are found and again after the first
+iteration (parameters an objective initialises from its first batch, as KALE's
+log-normaliser, then agree). Rank 0 shows progress and writes checkpoints, holding every
+rank's random state, objective state (e.g. persistent chains) and module buffers; the
+others wait at a barrier; every rank resumes from the same file (a shared folder across
+nodes). A stop (Ctrl-C, SIGTERM) on any rank stops every rank after the same iteration.
 """
 
 from __future__ import annotations
@@ -38,6 +56,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pyrogen import distributed as ddp
 from pyrogen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyrogen.inference.objective import Objective, check_int, empty_guide
 from pyrogen.warnings import PyrogenWarning
@@ -77,6 +96,17 @@ class _DeferredInterrupt:
 Transform = Callable[[tuple[Tensor, ...], torch.Generator], tuple[Tensor, ...]]
 """``transform(batch, generator)``: a batch as the model sees it (e.g. dynamic
 binarization), drawn with the trainer's data generator so that resume stays exact."""
+
+
+def _to_cpu(value: Any) -> Any:
+    """Tensors in a (nested) state dict moved to the CPU, for the gather to rank 0."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def _readable(name: str) -> str:
@@ -126,6 +156,12 @@ class Trainer:
             swaps them in for any other evaluation. ``None`` (the default): no average.
         ema_role: the role averaged; the objective's ``model_role`` by default (the
             generator of the adversarial objectives).
+        distributed: data-parallel over the ranks of ``torch.distributed`` (see the module
+            docstring): ``None`` (the default) when a process group is initialised,
+            ``True`` to require one, ``False`` to train each process on its own.
+            ``batch_size`` is then per rank; callbacks run on every rank (``trainer.rank``
+            says which; collectives such as
+            :func:`~pyrogen.distributed.log_likelihood_distributed` belong there).
     """
 
     def __init__(
@@ -145,6 +181,7 @@ class Trainer:
         skip_nonfinite: int = 0,
         ema: float | None = None,
         ema_role: str | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be a pyrogen Objective, got {type(objective)}")
@@ -193,6 +230,14 @@ class Trainer:
         self._order: Tensor | None = None
         self._position = 0
         self._passes_done = 0  # passes finished during the current iteration
+        if distributed is True and not ddp.is_distributed():
+            raise ValueError(
+                "distributed=True needs an initialised torch.distributed process group "
+                "(launch with torchrun and call pyrogen.distributed.init_from_env())"
+            )
+        self.distributed = ddp.is_distributed() if distributed is None else bool(distributed)
+        self.rank, self.world_size = ddp.rank_and_world() if self.distributed else (0, 1)
+        self._seed = 0
 
     # Set-up.
     def _build(self, batch: Sequence[Tensor]) -> None:
@@ -214,7 +259,10 @@ class Trainer:
     def _next_batch(
         self, data: tuple[Tensor, ...], batch_size: int, drop_last: bool
     ) -> tuple[Tensor, ...]:
-        n = data[0].shape[0]
+        idx = self._next_indices(data[0].shape[0], batch_size, drop_last)
+        return tuple(t[idx.to(t.device)] for t in data)
+
+    def _next_indices(self, n: int, batch_size: int, drop_last: bool) -> Tensor:
         assert self._generator is not None
         if self._order is None or self._position >= n:
             self._order = torch.randperm(n, generator=self._generator)
@@ -224,7 +272,25 @@ class Trainer:
         if self._position >= n or (drop_last and self._position + batch_size > n):
             self._position = n  # this pass is over; the next batch starts a new order
             self._passes_done += 1
-        return tuple(t[idx.to(t.device)] for t in data)
+        return idx
+
+    def _next_shard(
+        self,
+        data: tuple[Tensor, ...],
+        batch_size: int,
+        drop_last: bool,
+        transform: Transform | None,
+    ) -> tuple[tuple[Tensor, ...], int]:
+        """This rank's rows of the next global batch (``world_size * batch_size`` rows of
+        the shared permutation), and the global batch's rows."""
+        idx = self._next_indices(data[0].shape[0], self.world_size * batch_size, drop_last)
+        rows = idx.shape[0]
+        mine = ddp.shard(rows, self.rank, self.world_size)
+        if transform is None:
+            return tuple(t[idx[mine].to(t.device)] for t in data), rows
+        assert self._generator is not None  # drawn for the whole batch, as one process does
+        batch = transform(tuple(t[idx.to(t.device)] for t in data), self._generator)
+        return tuple(t[mine] for t in batch), rows
 
     # Checkpoints.
     def state(self) -> dict[str, Any]:
@@ -255,9 +321,57 @@ class Trainer:
         }
 
     def save(self) -> None:
-        if self.checkpoint is not None:
+        if self.checkpoint is None:
+            return
+        if not self.distributed:
             save_checkpoint(self.checkpoint, KIND, self.state())
             self._saved_iteration = self.iteration
+            return
+        # every rank's own state travels to rank 0, which writes; the others wait
+        ranks: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(ranks, self._rank_state())
+        if self.rank == 0:
+            state = self.state()
+            state["distributed"] = {"world_size": self.world_size, "ranks": ranks}
+            save_checkpoint(self.checkpoint, KIND, state)
+        torch.distributed.barrier()
+        self._saved_iteration = self.iteration
+
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: random streams, the objective's state (persistent
+        chains...), module buffers (batch-norm statistics)."""
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "objective": _to_cpu(self.objective.state_dict()),
+            "modules": {k: _to_cpu(m.state_dict()) for k, m in self.modules.items()},
+        }
+
+    def _resume_rank(self, state: dict[str, Any]) -> None:
+        """Under DDP, this rank's own part of a checkpoint (its random stream, objective
+        state and buffers); a checkpoint without one (written by one process, or by fewer
+        ranks) leaves rank 0's and seeds a fresh stream, with a warning."""
+        saved = state.get("distributed", {}).get("ranks", [])
+        if self.rank < len(saved):
+            mine = saved[self.rank]
+            try:
+                self.objective.load_state_dict(mine["objective"])
+            except (ValueError, RuntimeError, KeyError) as exc:
+                raise CheckpointError(f"{self.checkpoint}: the objective's state: {exc}") from exc
+            for name, module in self.modules.items():
+                module.load_state_dict(mine["modules"][name])
+            torch.set_rng_state(mine["torch_rng"])
+            if mine.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(mine["cuda_rng"])
+            return
+        torch.manual_seed(ddp.rank_seed(self._seed + 7919 * self.iteration, self.rank))
+        warnings.warn(
+            f"{self.checkpoint} holds no random state for rank {self.rank} (written by "
+            f"{len(saved) or 'one'} process(es)): this rank starts a fresh stream, so the run "
+            "does not repeat an uninterrupted one",
+            PyrogenWarning,
+            stacklevel=4,
+        )
 
     def _resume(self) -> bool:
         if self.checkpoint is None or not os.path.exists(self.checkpoint):
@@ -314,6 +428,8 @@ class Trainer:
         self._saved_iteration = self.iteration
         self.epoch = int(state["epoch"])
         self.history = {k: list(v) for k, v in state["history"].items()}
+        if self.distributed:
+            self._resume_rank(state)
         return True
 
     # The loop.
@@ -371,17 +487,25 @@ class Trainer:
         check_int("batch_size", batch_size, 1)
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} exceeds the {n} rows of data")
+        if self.distributed and self.world_size * batch_size > n:
+            raise ValueError(
+                f"{self.world_size} ranks x batch_size {batch_size} exceed the {n} rows of data"
+            )
         resumed = False
         self._restore_training_weights()
         if not self.optimizers:
             self._generator = torch.Generator().manual_seed(seed)
+            self._seed = seed
             self._build(tuple(t[:batch_size] for t in data_t))
+            if self.distributed:
+                self._broadcast_parameters()
+                torch.manual_seed(ddp.rank_seed(seed, self.rank))
             resumed = self._resume()
         by_epoch = num_epochs is not None
         bar = tqdm(
             total=total,
             initial=min(self.epoch if by_epoch else self.iteration, total),
-            disable=not self.progress,
+            disable=not self.progress or self.rank != 0,
             desc="resumed" if resumed else "training",
             unit="epoch" if by_epoch else "it",
         )
@@ -389,7 +513,8 @@ class Trainer:
         try:
             with interrupted:
                 while (self.epoch if by_epoch else self.iteration) < total:
-                    if interrupted.requested:
+                    if self._stop(interrupted.requested):
+                        interrupted.requested = interrupted.requested or "another rank"
                         break
                     self._iterate(data_t, batch_size, drop_last, transform, bar, by_epoch)
         finally:
@@ -446,6 +571,84 @@ class Trainer:
         if self.ema is not None and role == self.ema_role:
             self._update_average()
         return float(loss.detach())
+
+    def _step_distributed(self, role: str, batch: tuple[Tensor, ...], rows: int) -> float | None:
+        """One update of ``role`` on this rank's share of a global batch of ``rows`` rows:
+        the loss divided by ``rows`` (not the rank's own), the gradients summed over ranks,
+        so the update is the one of the whole batch; every rank skips or stops alike."""
+        opt = self.optimizers[role]
+        opt.zero_grad(set_to_none=True)
+        value = torch.zeros(())
+        if batch[0].shape[0]:  # a short last batch may leave a rank without rows
+            loss = self.objective.role_loss(role, self.model, self.guide, *batch) / rows
+            loss.backward()  # a non-finite loss is judged after the sum over ranks
+            value = loss.detach()
+        total = self._all_reduce_grads(role, value)
+        if not math.isfinite(total):
+            opt.zero_grad(set_to_none=True)
+            if self.nonfinite_steps < self.skip_nonfinite:
+                self.nonfinite_steps += 1
+                return None
+            raise FloatingPointError(
+                f"{type(self.objective).__name__}: the {role!r} loss is {total} at iteration "
+                f"{self.iteration} on the ranks together ({self.nonfinite_steps} non-finite "
+                f"steps skipped before); the last checkpoint, {self.checkpoint}, holds "
+                f"iteration {self._saved_iteration}. Lower the learning rate, check the data, "
+                "or let the trainer skip such steps (skip_nonfinite=N)"
+            )
+        opt.step()
+        self.objective.after_step(role)
+        if self.ema is not None and role == self.ema_role:
+            self._update_average()
+        return total
+
+    def _all_reduce_grads(self, role: str, value: Tensor) -> float:
+        """Sums ``role``'s gradients and ``value`` over the ranks in one ``all_reduce``; a
+        parameter without a gradient on every rank keeps none (as in one process)."""
+        params = list(self.params[role].values())
+        dtype = params[0].dtype
+        for p in params[1:]:
+            dtype = torch.promote_types(dtype, p.dtype)
+        device = params[0].device
+        parts = [
+            p.grad.reshape(-1).to(dtype)
+            if p.grad is not None
+            else p.new_zeros(p.numel(), dtype=dtype)
+            for p in params
+        ]
+        has = torch.tensor([p.grad is not None for p in params], dtype=dtype, device=device)
+        flat = torch.cat([*parts, has, value.to(dtype=dtype, device=device).reshape(1)])
+        torch.distributed.all_reduce(flat)
+        offset = 0
+        for p in params:
+            p.grad = flat[offset : offset + p.numel()].view_as(p).to(p.dtype).clone()
+            offset += p.numel()
+        for p, present in zip(params, flat[offset : offset + len(params)].tolist(), strict=True):
+            if not present:
+                p.grad = None
+        return float(flat[-1])
+
+    @torch.no_grad()
+    def _broadcast_parameters(self) -> None:
+        """Every rank takes rank 0's parameters and module buffers."""
+        for params in self.params.values():
+            for p in params.values():
+                torch.distributed.broadcast(p.data, 0)
+        for module in self.modules.values():
+            for b in module.buffers():
+                torch.distributed.broadcast(b.data, 0)
+
+    def _stop(self, requested: str | None) -> bool:
+        """Whether to stop now: this process was asked to, or (under DDP) any rank was."""
+        if not self.distributed:
+            return requested is not None
+        flag = torch.tensor([1.0 if requested else 0.0], device=self._device())
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _device(self) -> torch.device:
+        """Where collectives run: the parameters' device (NCCL needs CUDA tensors)."""
+        return next(iter(next(iter(self.params.values())).values())).device
 
     # The moving average of the ema_role's weights.
     @torch.no_grad()
@@ -515,16 +718,28 @@ class Trainer:
         for role in self.roles:
             values = []
             for _ in range(self.steps[role]):
-                batch = self._next_batch(data_t, batch_size, drop_last)
-                if transform is not None:
-                    assert self._generator is not None
-                    batch = transform(batch, self._generator)
-                value = self._step(role, batch)
+                if self.distributed:
+                    shard, rows = self._next_shard(data_t, batch_size, drop_last, transform)
+                    value = self._step_distributed(role, shard, rows)
+                else:
+                    batch = self._next_batch(data_t, batch_size, drop_last)
+                    if transform is not None:
+                        assert self._generator is not None
+                        batch = transform(batch, self._generator)
+                    value = self._step(role, batch)
                 if value is not None:
                     values.append(value)
             self.log(role, sum(values) / len(values) if values else math.nan)
-        for key, value in getattr(self.objective, "stats", {}).items():
+        stats = dict(getattr(self.objective, "stats", {}))
+        if self.distributed and stats:  # the ranks' mean, one number per statistic
+            mean = torch.tensor([float(v) for v in stats.values()], dtype=torch.float64)
+            mean = mean.to(self._device())
+            torch.distributed.all_reduce(mean)
+            stats = dict(zip(stats, (mean / self.world_size).tolist(), strict=True))
+        for key, value in stats.items():
             self.log(key, value)
+        if self.distributed and self.iteration == 0:
+            self._broadcast_parameters()  # parameters initialised from a first batch agree
         self.iteration += 1
         if not by_epoch:
             bar.update(1)
