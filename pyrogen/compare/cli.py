@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from pyrogen import distributed as ddp
 from pyrogen.compare.config import DATASETS, DEFAULT_OBJECTIVES, CompareConfig
 from pyrogen.compare.posterior import FAMILIES, POSTERIOR_PROBLEMS, PosteriorBudget, run_posterior
 from pyrogen.compare.run import run
@@ -145,6 +146,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     names = {f.name for f in fields(CompareConfig)}
     config = CompareConfig(**{k: v for k, v in vars(args).items() if k in names})
+    # under torchrun (WORLD_SIZE > 1) every process joins one group and trains data-parallel
+    ddp.init_from_env(config.device)
     try:
         run(config)
     except (ValueError, FileNotFoundError) as exc:

@@ -10,6 +10,12 @@ is scored, its result: a resumed run refuses a checkpoint of other settings, and
 finished result instead of training again. The final scoring draws from a forked random
 state, so a finished checkpoint continues (a longer ``--epochs``) exactly as an
 uninterrupted run.
+
+Under ``torchrun`` (``torchrun --nproc_per_node=N -m pyrogen compare ...``: the command line
+opens the process group) the trainer runs data-parallel, ``--batch-size`` rows per rank; the
+held-out estimates split the test images among the ranks
+(:func:`~pyrogen.distributed.log_likelihood_distributed`), and rank 0 alone writes the
+checkpoints, the table and the figures.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pyrogen import distributed as ddp
 from pyrogen.checkpoint import CheckpointError, load_checkpoint
 from pyrogen.compare.config import CompareConfig, ObjectiveSpec, parse_objective
 from pyrogen.compare.report import plot, write_table
@@ -155,9 +162,11 @@ def _fit_one(
         _set_rng_state(before_probe, device)
         return torch.optim.Adam(params, lr=config.lr)
 
+    rank, world = ddp.rank_and_world()
     n, size = data.train.shape[0], config.batch_size
-    steps = math.ceil(n / size)  # drop_last=False: the last batch holds the rest
-    rows = [size] * (steps - 1) + [n - size * (steps - 1)]
+    # a step sees world * size rows under torchrun; drop_last=False: the last holds the rest
+    steps = math.ceil(n / (world * size))
+    rows = [world * size] * (steps - 1) + [n - world * size * (steps - 1)]
     curve_x = data.test[: config.curve_points].to(device)
     clock = [time.perf_counter()]
 
@@ -170,13 +179,13 @@ def _fit_one(
         for loss, r in zip(trainer.history["model"][-steps:], rows, strict=True):
             total -= loss * r
         trainer.log("train_bound", total / n)
-        heldout = log_likelihood(
-            vae.model,
-            vae.guide,
+        heldout = _log_likelihood(
+            vae,
             curve_x,
             num_samples=config.curve_samples,
             particle_chunk=min(config.curve_samples, 500),
             max_plate_nesting=1,
+            seed=config.seed + 7919 * trainer.epoch,
         )
         trainer.log("heldout_ll", heldout.mean)
         clock[0] = time.perf_counter()
@@ -191,7 +200,7 @@ def _fit_one(
         epoch_callback=end_of_epoch,
         progress=config.progress,
     )
-    if config.progress:
+    if config.progress and rank == 0:
         tqdm.write(f"{spec.label}: {config.epochs} epochs", file=sys.stderr)
     try:
         with warnings.catch_warnings():  # the trainer's advice to call fit again: see run()
@@ -211,14 +220,14 @@ def _fit_one(
     # training, from which a longer --epochs goes on as an uninterrupted run would.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         test_x = data.test.to(device)
-        ll = log_likelihood(
-            vae.model,
-            vae.guide,
+        ll = _log_likelihood(
+            vae,
             test_x,
             num_samples=config.eval_samples,
             particle_chunk=min(config.eval_samples, 500),
             max_plate_nesting=1,
             progress=config.progress,
+            seed=config.seed,
         )
         units, _ = active_units(vae.guide, test_x)
         samples = vae.sample(36, generator=torch.Generator(device).manual_seed(config.seed))
@@ -242,6 +251,14 @@ def _fit_one(
     trainer.meta["result"] = result
     trainer.save()
     return result
+
+
+def _log_likelihood(vae: Any, x: Tensor, seed: int, **kwargs: Any) -> Any:
+    """The held-out estimate: from torch's global generator in one process (as before), the
+    test rows split among the ranks under torchrun."""
+    if ddp.is_distributed():
+        return ddp.log_likelihood_distributed(vae.model, vae.guide, x, seed=seed, **kwargs)
+    return log_likelihood(vae.model, vae.guide, x, **kwargs)
 
 
 def run(config: CompareConfig) -> list[dict[str, Any]]:
@@ -268,10 +285,14 @@ def run(config: CompareConfig) -> list[dict[str, Any]]:
             "continue it or --overwrite to start again"
         )
     data = Data(config)
-    out.mkdir(parents=True, exist_ok=True)
-    if config.overwrite:
-        for key in existing:
-            (out / "checkpoints" / f"{key}.pt").unlink()
+    rank, _ = ddp.rank_and_world()
+    if rank == 0:  # under torchrun, rank 0 writes; the others wait for it
+        out.mkdir(parents=True, exist_ok=True)
+        if config.overwrite:
+            for key in existing:
+                (out / "checkpoints" / f"{key}.pt").unlink()
+    if ddp.is_distributed():
+        torch.distributed.barrier()
     results = []
     for spec in specs:
         try:
@@ -281,6 +302,8 @@ def run(config: CompareConfig) -> list[dict[str, Any]]:
                 f"interrupted while fitting {spec.label}; the checkpoints in "
                 f"{out / 'checkpoints'} continue it with resume=True (--resume)"
             ) from None
+    if rank != 0:
+        return results
     table = write_table(results, config, out)
     plot(results, config, data.image_shape, data.test.shape[0], out)
     # the result is printed whatever the progress setting (which only hides the bars)
