@@ -157,3 +157,12 @@ def test_nonbroadcasting_smoke(tmp_path: Path) -> None:
     assert result["paths"]["mcmc"] == {"X @ w": "vmap", "(X * w).sum(-1)": "plate"}
     assert result["paths"]["iwae"] == {"(X * w).sum(-1), plate": "plate", "X @ w, vmap": "vmap"}
     assert all(r["calls_per_s"] > 0 for r in result["mcmc"] + result["iwae"])
+
+
+def test_distributed_smoke(tmp_path: Path) -> None:
+    _run("distributed.py", "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "distributed.json").read_text())
+    rows = {r["setting"]: r for r in summary["rows"]}
+    assert rows["2 processes x batch B"]["processes"] == 2
+    assert all(r["steps_per_s"] > 0 for r in rows.values())
+    assert summary["load_average_before"] and "torch" in summary["machine"]
