@@ -265,7 +265,7 @@ def sample_distributed(
     kwargs["progress"] = progress and rank == 0
     result = _sample_block(block, rank, seed, potential_fn, initial_position, total, kwargs)
     chains = [shard(total, r, world).stop - shard(total, r, world).start for r in range(world)]
-    return _merge([result], chains, all_gather_rows)
+    return _merge([result], chains, all_gather_rows if is_distributed() else _same)
 
 
 def sample_blocks(

@@ -326,3 +326,16 @@ def test_helpers_without_a_process_group() -> None:
     assert ddp.rank_seed(0, 0) != ddp.rank_seed(0, 1) != ddp.rank_seed(1, 0)
     t = torch.arange(3)
     assert ddp.all_gather_rows(t) is t
+    # one rank of one: the functions run, and equal their one-block references
+    start = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    alone = ddp.sample_distributed(_potential, start, seed=1, progress=False, **MCMC)
+    blocks = ddp.sample_blocks(_potential, start, blocks=1, seed=1, **MCMC)
+    torch.testing.assert_close(alone.samples["z"], blocks.samples["z"], rtol=0, atol=0)
+    model, guide = ConjugateGaussian(dim=2), AmortizedGaussianGuide(dim=2)
+    x = torch.randn(5, 2)
+    ll = ddp.log_likelihood_distributed(model, guide, x, seed=3, num_samples=10)
+    ref = ddp.log_likelihood_blocks(model, guide, x, 1, seed=3, num_samples=10)
+    torch.testing.assert_close(ll.per_point, ref.per_point, rtol=0, atol=0)
+    rbm = BernoulliRBM(4, 3)
+    ais = ddp.ais_log_partition_distributed(rbm, num_runs=3, betas=torch.linspace(0, 1, 5))
+    assert ais.log_weights.shape == (3,)
