@@ -13,6 +13,13 @@ stopped benchmark resumes where it was; ``--workers`` processes share the jobs.
 
     .venv/bin/python benchmarks/gan_modes.py            # ~110 min on 2 cores
     .venv/bin/python benchmarks/gan_modes.py --smoke-test
+
+An objective may carry options (``pyrogen.inference.gan.parse_adversarial``): the R1/R2
+penalties and the generator's moving average, e.g. ``gan+r1=0.1+ema=0.999``. The rows of the
+recommended recipe beside the plain GAN (``results/gan_modes_recipe.md``; ~40 min)::
+
+    .venv/bin/python benchmarks/gan_modes.py --objectives gan,gan+r1=0.1+ema=0.999 \
+        --longer "" --curve-evals 0 --tilt-warmup 0 --name gan_modes_recipe
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from torch import Tensor, nn
 
 from pyrogen.data import ToyData, grid, ring
 from pyrogen.inference import WGAN, WGANGP, Trainer, tilted_sample
-from pyrogen.inference.gan import ADVERSARIAL, Adversarial, make_adversarial
+from pyrogen.inference.gan import ADVERSARIAL, Adversarial, make_adversarial, parse_adversarial
 from pyrogen.machine import machine
 from pyrogen.metrics import mmd, mode_coverage
 from pyrogen.metrics.correlation import spearman
@@ -91,9 +98,10 @@ def train(
     pyro.clear_param_store()
     torch.manual_seed(seed)
     generator = Generator(mlp([2, hidden, hidden, hidden, 2]), latent_dim=2, event_shape=(2,))
-    pack = ADVERSARIAL[objective][1].get("pack", 1) if objective in ADVERSARIAL else 1
+    name, penalties, ema = parse_adversarial(objective)  # e.g. "gan+r1=0.1+ema=0.999"
+    pack = ADVERSARIAL[name][1].get("pack", 1)
     critic = mlp([2 * pack, critic_hidden, critic_hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
-    obj = make_adversarial(objective, critic)
+    obj = make_adversarial(name, critic, **penalties)
     optimizers: dict[str, Any] = {}
     for role, (cls, kwargs) in obj.default_optimizers.items():
         if lr is not None and cls is torch.optim.Adam:  # WGAN keeps its RMSProp 5e-5
@@ -116,7 +124,9 @@ def train(
         curve["hq"].append(mode_coverage(samples, data.centers, std).high_quality)
         curve["wasserstein"].append(held_out_wasserstein(obj, held_out, samples))
 
-    trainer = Trainer(obj, generator, optimizers=optimizers, callback=evaluate, progress=progress)
+    trainer = Trainer(
+        obj, generator, optimizers=optimizers, callback=evaluate, progress=progress, ema=ema
+    )
     start = time.perf_counter()
     trainer.fit(data.samples, iterations, batch_size, seed=seed)
     seconds = time.perf_counter() - start
@@ -281,6 +291,9 @@ def main() -> None:
         default="ring:pacgan2:16000,grid:gan:16000",
         help="extra cells dataset:objective:iterations, comma-separated, e.g. longer runs",
     )
+    p.add_argument(
+        "--name", default="gan_modes", help="file names of the results (NAME.json, NAME.md...)"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--work", default=None, help="default benchmarks/runs/gan_modes")
     p.add_argument("--out", default=None, help="default benchmarks/results")
@@ -411,7 +424,7 @@ def main() -> None:
                 f"{c['mmd_first_last'][0]:.2e} -> {c['mmd_first_last'][1]:.2e} | "
                 f"{c['modes']} | {100 * c['high_quality']:.1f} |\n"
             )
-    (out / "gan_modes.json").write_text(
+    (out / f"{args.name}.json").write_text(
         json.dumps(
             {
                 "meta": meta,
@@ -422,13 +435,13 @@ def main() -> None:
             indent=1,
         )
     )
-    (out / "gan_modes.md").write_text(text)
+    (out / f"{args.name}.md").write_text(text)
 
     first = [r for r in runs if r["seed"] == 0 and "samples" in r]
     if first:
-        plot_mode_samples(first, out / "gan_modes_samples.png", tuple(ADVERSARIAL), DATASETS)
+        plot_mode_samples(first, out / f"{args.name}_samples.png", objectives, DATASETS)
     if curves:
-        plot_wasserstein_mmd(curves, out / "gan_modes_wasserstein_mmd.png")
+        plot_wasserstein_mmd(curves, out / f"{args.name}_wasserstein_mmd.png")
     print(text)
 
 

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from pyrogen.inference import GAN, WGAN, WGANGP, HingeGAN, Trainer
-from pyrogen.inference.gan import ADVERSARIAL, Adversarial, make_adversarial
+from pyrogen.inference.gan import (
+    ADVERSARIAL,
+    RECOMMENDED,
+    Adversarial,
+    make_adversarial,
+    parse_adversarial,
+)
 from pyrogen.models import Generator, mlp
 
 EXPECTED = {
@@ -69,3 +75,17 @@ def test_an_unknown_name_is_refused_with_the_choices() -> None:
         make_adversarial("wgan-lp", mlp([2, 4, 1]))
     with pytest.raises(TypeError):  # a bad option reaches the class and is refused there
         make_adversarial("gan", mlp([2, 4, 1]), clip=0.1)
+
+
+def test_parse_adversarial_reads_penalties_and_the_moving_average() -> None:
+    assert parse_adversarial(RECOMMENDED) == ("gan", {"r1": 1.0}, 0.999)
+    assert parse_adversarial("pacgan2+r2=0.5") == ("pacgan2", {"r2": 0.5}, None)
+    assert parse_adversarial("wgan-gp") == ("wgan-gp", {}, None)
+    for bad, match in (
+        ("gun", "unknown adversarial objective 'gun'"),
+        ("gan+r3=1", "options are"),
+        ("gan+r1", "options are"),
+        ("gan+ema=fast", "ema must be a number"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            parse_adversarial(bad)
