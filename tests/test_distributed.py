@@ -9,6 +9,7 @@ numbers of an uninterrupted run.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import tempfile
@@ -339,3 +340,33 @@ def test_helpers_without_a_process_group() -> None:
     rbm = BernoulliRBM(4, 3)
     ais = ddp.ais_log_partition_distributed(rbm, num_runs=3, betas=torch.linspace(0, 1, 5))
     assert ais.log_weights.shape == (3,)
+
+
+def _nonfinite_on_rank_one() -> dict[str, Any]:
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    model, guide = ConjugateGaussian(dim=2), AmortizedGaussianGuide(dim=2)
+    trainer = Trainer(IWAE(max_plate_nesting=1), model, guide, progress=False, skip_nonfinite=1)
+    loss = trainer.objective.role_loss
+
+    def broken(*args: Any, **kwargs: Any) -> Tensor:
+        value = loss(*args, **kwargs)
+        return value * math.nan if trainer.rank == 1 and trainer.iteration >= 2 else value
+
+    trainer.objective.role_loss = broken  # type: ignore[method-assign]
+    try:
+        trainer.fit(torch.randn(40, 2), 6, 4)
+    except FloatingPointError as exc:
+        return {
+            "error": str(exc),
+            "iteration": trainer.iteration,
+            "skipped": trainer.nonfinite_steps,
+        }
+    return {"error": None}
+
+
+def test_a_nonfinite_loss_on_one_rank_stops_every_rank_alike() -> None:
+    for r in _on_ranks(_nonfinite_on_rank_one):
+        # iteration 2 skipped (skip_nonfinite=1) on both ranks, iteration 3 stops both
+        assert r["iteration"] == 3 and r["skipped"] == 1
+        assert "summed over the ranks is nan" in r["error"]

@@ -589,12 +589,21 @@ class Trainer:
             if self.nonfinite_steps < self.skip_nonfinite:
                 self.nonfinite_steps += 1
                 return None
+            kept = (
+                "no checkpoint was asked for"
+                if self.checkpoint is None
+                else f"the last checkpoint, {self.checkpoint}, "
+                + (
+                    f"holds iteration {self._saved_iteration} and is kept as it was"
+                    if self._saved_iteration is not None
+                    else "was not written yet"
+                )
+            )
             raise FloatingPointError(
-                f"{type(self.objective).__name__}: the {role!r} loss is {total} at iteration "
-                f"{self.iteration} on the ranks together ({self.nonfinite_steps} non-finite "
-                f"steps skipped before); the last checkpoint, {self.checkpoint}, holds "
-                f"iteration {self._saved_iteration}. Lower the learning rate, check the data, "
-                "or let the trainer skip such steps (skip_nonfinite=N)"
+                f"{type(self.objective).__name__}: the {role!r} loss summed over the ranks is "
+                f"{total} at iteration {self.iteration} ({self.nonfinite_steps} non-finite "
+                f"steps skipped before); {kept}. Lower the learning rate, check the data, or "
+                "let the trainer skip such steps (skip_nonfinite=N)"
             )
         opt.step()
         self.objective.after_step(role)
