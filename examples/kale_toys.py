@@ -1,0 +1,312 @@
+"""KALE on the ring of 8 and the grid of 25 Gaussians: the base generator against its GEBM.
+
+Generalized Energy Based Models (Arbel, Zhou & Gretton, ICLR 2021,
+https://arxiv.org/abs/2003.05033) on the PacGAN mixtures of ``benchmarks/gan_modes.py``
+(ring: 8 modes on the unit circle, sigma 0.01; grid: 25 modes at {-4, -2, 0, 2, 4}^2,
+sigma 0.05), with its networks: a generator 2-256-256-256-2 (ReLU, 2-d latent) and an
+energy the size of its critic, 2-400-400-1 (LeakyReLU 0.2). ``pyrogen.inference.KALE``
+trains both through ``pyrogen.inference.Trainer`` (the paper's gradient penalty and energy
+schedule: 5 energy steps per generator step, 100 at the start and every 500 generator
+steps; Adam with betas (0.5, 0.999), the learning rate decaying linearly to 0). The model is
+the base generator tilted by the energy, ``Q(dx) ~ e^{-E(x)} G(dx)``;
+``pyrogen.inference.GEBM`` samples it in the latent space with kinetic Langevin
+(``--sampler-steps`` BAOAB steps of ``--step-size``, friction 1, one chain per sample from
+exact base draws). Both sample sets (2,500 points) are scored by modes captured, the share
+within 3 sigma of the nearest mode (high quality), the reverse KL of the mode histogram and
+MMD^2 to held-out data. Writes ``samples.png`` (base and GEBM on each data set),
+``kale.png`` (the KALE estimate of the energy steps through training) and ``kale_toys.json``.
+
+    .venv/bin/python examples/kale_toys.py --out runs/kale_toys
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pyro
+import torch
+from torch import nn
+
+from pyrogen.data import ToyData, grid, ring
+from pyrogen.inference import GEBM, KALE, Trainer
+from pyrogen.metrics import mmd, mode_coverage
+from pyrogen.metrics.plots import plot_mode_samples
+from pyrogen.models import Generator, mlp
+
+DATASETS = ("ring", "grid")
+# Adam's learning rate per data set, as benchmarks/gan_modes.py tuned them for its GANs
+LEARNING_RATES = {"ring": 3e-4, "grid": 1e-3}
+
+
+def make_data(name: str, n: int, seed: int) -> ToyData:
+    gen = torch.Generator().manual_seed(seed)
+    return ring(n, generator=gen) if name == "ring" else grid(n, generator=gen)
+
+
+def score(samples: torch.Tensor, data: ToyData, held_out: torch.Tensor) -> dict[str, Any]:
+    """Mode coverage (VEEGAN/PacGAN rules) and MMD^2 to held-out data."""
+    assert data.centers is not None and data.std is not None
+    cov = mode_coverage(samples, data.centers, data.std)
+    return {
+        "modes": cov.modes,
+        "high_quality": cov.high_quality,
+        "reverse_kl": cov.reverse_kl,
+        "mmd": mmd(samples, held_out).value,
+    }
+
+
+class Fitted(NamedTuple):
+    """A trained KALE model and its data."""
+
+    generator: Generator
+    energy: nn.Module
+    data: ToyData
+    held_out: torch.Tensor
+    history: dict[str, list[float]]
+    seconds: float
+    lr: float
+
+
+def fit(
+    dataset: str,
+    seed: int,
+    iterations: int,
+    *,
+    lr: float | None = None,
+    batch_size: int = 256,
+    hidden: int = 256,
+    energy_hidden: int = 400,
+    penalty: float = 1.0,
+    energy_steps: int = 5,
+    warmup_steps: int = 100,
+    num_held_out: int = 2500,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Fitted:
+    """Trains KALE on one data set: 100,000 points (seed ``1000 + seed``), a held-out set
+    (seed ``2000 + seed``), the networks built after ``torch.manual_seed(seed)``, the
+    protocol of ``benchmarks/gan_modes.py``."""
+    data = make_data(dataset, 100_000, seed=1000 + seed)
+    held_out = make_data(dataset, num_held_out, seed=2000 + seed).samples
+    pyro.clear_param_store()
+    torch.manual_seed(seed)
+    generator = Generator(mlp([2, hidden, hidden, hidden, 2]), latent_dim=2, event_shape=(2,))
+    energy = mlp([2, energy_hidden, energy_hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
+    generator, energy = generator.to(device), energy.to(device)
+    kale = KALE(energy, penalty=penalty, energy_steps=energy_steps, warmup_steps=warmup_steps)
+    rate = LEARNING_RATES[dataset] if lr is None else lr
+    optimizers = {
+        role: (cls, {**kwargs, "lr": rate})
+        for role, (cls, kwargs) in kale.default_optimizers.items()
+    }
+
+    def decay(trainer: Trainer) -> None:  # every learning rate linearly to 0
+        for opt in trainer.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * (1 - trainer.iteration / iterations)
+
+    trainer = Trainer(kale, generator, optimizers=optimizers, callback=decay, progress=progress)
+    start = time.perf_counter()
+    history = trainer.fit(data.samples.to(device), iterations, batch_size, seed=seed)
+    seconds = time.perf_counter() - start
+    return Fitted(generator, energy, data, held_out, history, seconds, rate)
+
+
+def sample_both(
+    fitted: Fitted, num_samples: int, sampler_steps: int, step_size: float, seed: int
+) -> dict[str, Any]:
+    """Scores of ``num_samples`` draws of the base generator and of the GEBM (kinetic
+    Langevin in the latent space), with their seconds and the samples."""
+    generator, energy = fitted.generator, fitted.energy
+    held_out = fitted.held_out.cpu()
+    start = time.perf_counter()
+    base = generator.sample(num_samples)
+    base_seconds = time.perf_counter() - start
+    gebm = GEBM(generator, energy, model_args=(None, 1))
+    modes = generator.training, energy.training
+    generator.eval()
+    energy.eval()
+    start = time.perf_counter()
+    tilted = gebm.sample(
+        num_samples,
+        num_steps=sampler_steps,
+        step_size=step_size,
+        generator=torch.Generator(device=generator._zero.device).manual_seed(seed),
+    )
+    gebm_seconds = time.perf_counter() - start
+    generator.train(modes[0])
+    energy.train(modes[1])
+    return {
+        "base": {
+            **score(base.cpu(), fitted.data, held_out),
+            "seconds": base_seconds,
+            "samples": base.cpu().tolist(),
+        },
+        "gebm": {
+            **score(tilted.x.cpu(), fitted.data, held_out),
+            "seconds": gebm_seconds,
+            "sampler_steps": sampler_steps,
+            "step_size": step_size,
+            "samples": tilted.x.cpu().tolist(),
+        },
+    }
+
+
+def train(
+    dataset: str,
+    seed: int,
+    iterations: int,
+    *,
+    sampler_steps: int = 200,
+    step_size: float = 0.05,
+    num_scored: int = 2500,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Trains KALE on one data set (:func:`fit`, ``kwargs`` passed on) and scores
+    ``num_scored`` draws of the base generator and of the GEBM. Returns the scores, the
+    seconds of training and of each sampler, the KALE curve (the estimate at the last
+    energy step of each generator iteration) and the samples."""
+    fitted = fit(dataset, seed, iterations, num_held_out=num_scored, **kwargs)
+    scored = sample_both(fitted, num_scored, sampler_steps, step_size, seed)
+    gebm = GEBM(fitted.generator, fitted.energy, model_args=(None, 1))
+    centers = fitted.data.centers
+    assert centers is not None
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "iterations": iterations,
+        "lr": fitted.lr,
+        "seconds": fitted.seconds,
+        "num_modes": int(centers.shape[0]),
+        "centers": centers.tolist(),
+        **scored,
+        "log_normalizer": gebm.log_normalizer(20_000).value,
+        "kale": fitted.history.get("kale", []),
+    }
+
+
+def _mean_curve(values: list[float], width: int) -> tuple[list[int], list[float]]:
+    """Means over consecutive windows of ``width`` iterations (the raw estimate is one
+    batch's, noisy)."""
+    xs, ys = [], []
+    for i in range(0, len(values), width):
+        window = [v for v in values[i : i + width] if math.isfinite(v)]
+        if window:
+            xs.append(i + len(window))
+            ys.append(sum(window) / len(window))
+    return xs, ys
+
+
+def plot_kale(runs: list[dict[str, Any]], path: Path) -> None:
+    """The KALE estimate through training, one line per data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for run in runs:
+        xs, ys = _mean_curve(run["kale"], max(1, len(run["kale"]) // 100))
+        ax.plot(xs, ys, label=run["dataset"])
+    ax.set_xlabel("generator iteration")
+    ax.set_ylabel("KALE (batch estimate, window mean)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs as ``plot_mode_samples`` draws them: one panel for the base generator and
+    one for its GEBM."""
+    panels = []
+    for run in runs:
+        for key, name in (("base", "KALE base generator"), ("gebm", "GEBM")):
+            panels.append(
+                {
+                    "dataset": run["dataset"],
+                    "objective": name,
+                    "iterations": run["iterations"],
+                    "centers": run["centers"],
+                    "num_modes": run["num_modes"],
+                    **run[key],
+                }
+            )
+    return panels
+
+
+def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for d in args.datasets.split(","):
+        run = train(
+            d,
+            args.seed,
+            args.num_iterations,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            hidden=args.hidden,
+            energy_hidden=args.energy_hidden,
+            warmup_steps=args.warmup_steps,
+            sampler_steps=args.sampler_steps,
+            step_size=args.step_size,
+            num_scored=args.num_scored,
+            device=args.device,
+            progress=not args.smoke_test,
+        )
+        for key in ("base", "gebm"):
+            r = run[key]
+            print(
+                f"{d:>4} {key:>4}: {r['modes']:>2}/{run['num_modes']} modes, "
+                f"{100 * r['high_quality']:5.1f}% high quality, reverse KL "
+                f"{r['reverse_kl']:.3f}, MMD^2 {r['mmd']:.2e} ({r['seconds']:.1f} s to sample)"
+            )
+        runs.append(run)
+    plot_mode_samples(figure_runs(runs), out / "samples.png", None, DATASETS)
+    plot_kale(runs, out / "kale.png")
+    summary = []
+    for run in runs:
+        r = {k: v for k, v in run.items() if k != "centers"}
+        r["base"] = {k: v for k, v in run["base"].items() if k != "samples"}
+        r["gebm"] = {k: v for k, v in run["gebm"].items() if k != "samples"}
+        summary.append(r)
+    (out / "kale_toys.json").write_text(json.dumps(summary, indent=1))
+    return runs
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--num-iterations", type=int, default=8000, help="generator updates")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=256, help="generator width (3 layers)")
+    p.add_argument("--energy-hidden", type=int, default=400, help="energy width (2 layers)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default: ring 3e-4, grid 1e-3)"
+    )
+    p.add_argument("--warmup-steps", type=int, default=100, help="energy steps of a long phase")
+    p.add_argument("--sampler-steps", type=int, default=200, help="kinetic Langevin steps")
+    p.add_argument("--step-size", type=float, default=0.05, help="kinetic Langevin step size")
+    p.add_argument("--num-scored", type=int, default=2500, help="samples scored (PacGAN: 2500)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/kale_toys")
+    p.add_argument("--smoke-test", action="store_true")
+    return p
+
+
+if __name__ == "__main__":
+    args = parser().parse_args()
+    if args.smoke_test:
+        args.num_iterations, args.hidden, args.energy_hidden = 6, 16, 16
+        args.batch_size, args.num_scored, args.warmup_steps, args.sampler_steps = 64, 200, 3, 10
+    main(args)
