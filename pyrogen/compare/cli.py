@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pyrogen import distributed as ddp
 from pyrogen.compare.config import DATASETS, DEFAULT_OBJECTIVES, CompareConfig
+from pyrogen.compare.generative import GENERATIVE_PROBLEMS, GenerativeBudget, run_generative
 from pyrogen.compare.posterior import FAMILIES, POSTERIOR_PROBLEMS, PosteriorBudget, run_posterior
 from pyrogen.compare.run import run
 from pyrogen.models import ARCHITECTURES, LIKELIHOODS
@@ -33,10 +34,20 @@ def list_text() -> str:
     """``pyrogen compare --list``: every problem and family, one line each."""
     lines = ["problems:"]
     lines += [f"  {name:22s} {text}" for name, text in VAE_PROBLEMS.items()]
+    generative = {name: build() for name, build in GENERATIVE_PROBLEMS.items()}
+    lines += [f"  {name:22s} {prob.description}" for name, prob in generative.items()]
     for name, build in POSTERIOR_PROBLEMS.items():
         lines.append(f"  {name:22s} {build().description}")
     lines += ["families of the VAE problems (--objectives):"]
     lines += [f"  {n:22s} {t}" for n, t in OBJECTIVE_NAMES.items()]
+    seen: set[tuple[str, ...]] = set()
+    for prob in generative.values():
+        if tuple(prob.families) in seen:
+            continue
+        seen.add(tuple(prob.families))
+        users = [n for n, p in generative.items() if p.families == prob.families]
+        lines += [f"families of {' and '.join(users)} (--families):"]
+        lines += [f"  {n:22s} {t}" for n, t in prob.families.items()]
     lines += ["families of the posterior problems (--families):"]
     lines += [f"  {n:22s} {t}" for n, t in FAMILIES.items()]
     return "\n".join(lines)
@@ -46,15 +57,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``pyrogen compare``'s options (one per :class:`CompareConfig` field, and the
     problem, the posterior families and their budget)."""
     d = CompareConfig()
-    problems = [*VAE_PROBLEMS, *POSTERIOR_PROBLEMS]
+    problems = [*VAE_PROBLEMS, *GENERATIVE_PROBLEMS, *POSTERIOR_PROBLEMS]
     parser.add_argument("--problem", choices=problems, default="digits-vae", help="see --list")
     parser.add_argument("--list", action="store_true", help="list problems and families")
     parser.add_argument(
         "--families",
         nargs="+",
-        default=["mean-field", "full-rank", "renyi:0.5", "iwae", "hmc"],
+        default=None,
         metavar="NAME",
-        help="posterior problems: mean-field, full-rank, renyi:ALPHA, iwae, hmc",
+        help="posterior problems: mean-field, full-rank, renyi:ALPHA, iwae, hmc (default: "
+        "all but renyi:ALPHA at 0.5 only); ring, grid, rbm-digits: see --list",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=2000,
+        help="ring, grid, rbm-digits: generator (or model) updates per family",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="ring, grid, rbm-digits: also stop each family after this much training",
     )
     parser.add_argument("--steps", type=int, default=3000, help="posterior problems: SVI steps")
     parser.add_argument("--particles", type=int, default=8, help="posterior problems: K")
@@ -132,13 +156,31 @@ def _posterior(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generative(args: argparse.Namespace) -> int:
+    out = args.out if args.out != CompareConfig().out else f"runs/compare-{args.problem}"
+    batch = args.batch_size if args.batch_size != CompareConfig().batch_size else None
+    try:
+        budget = GenerativeBudget(args.iterations, args.seconds, batch, args.seed)
+        result = run_generative(args.problem, args.families, budget, out, args.progress)
+    except ValueError as exc:
+        print(f"pyrogen compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.markdown())
+    print("wrote " + ", ".join(str(f) for f in result.files))
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the comparison; 2 on a bad setting, 130 after Ctrl-C (the checkpoints kept)."""
     if args.list:
         print(list_text())
         return 0
     if args.problem in POSTERIOR_PROBLEMS:
+        if args.families is None:
+            args.families = ["mean-field", "full-rank", "renyi:0.5", "iwae", "hmc"]
         return _posterior(args)
+    if args.problem in GENERATIVE_PROBLEMS:
+        return _generative(args)
     if args.dataset is None:
         args.dataset = "mnist" if args.problem == "mnist-vae" else "digits"
     elif args.problem == "mnist-vae" and args.dataset != "mnist":

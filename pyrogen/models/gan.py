@@ -16,6 +16,8 @@ density, which is what the adversarial objectives expect. Call it with ``x=None`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -25,9 +27,10 @@ __all__ = ["Generator", "mlp"]
 
 
 def mlp(
-    sizes: list[int], activation: type[nn.Module] = nn.ReLU, batch_norm: bool = False
+    sizes: list[int], activation: Callable[[], nn.Module] = nn.ReLU, batch_norm: bool = False
 ) -> nn.Sequential:
-    """Linear layers of the given widths with ``activation`` (and batch norm) between them."""
+    """Linear layers of the given widths with ``activation()`` (and batch norm) between them
+    (a module class, or any function making one: ``lambda: nn.LeakyReLU(0.2)``)."""
     if len(sizes) < 2:
         raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
     layers: list[nn.Module] = []
