@@ -166,3 +166,20 @@ def test_distributed_smoke(tmp_path: Path) -> None:
     assert rows["2 processes x batch B"]["processes"] == 2
     assert all(r["steps_per_s"] > 0 for r in rows.values())
     assert summary["load_average_before"] and "torch" in summary["machine"]
+
+
+def test_kale_smoke(tmp_path: Path) -> None:
+    _run("kale.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "kale.json").read_text())
+    cells = {(r["dataset"], r["model"]) for r in summary["rows"]}
+    assert cells == {(d, m) for d in ("grid", "ring") for m in ("KALE base generator", "GEBM")}
+    for r in summary["rows"]:
+        assert r["seeds"] == 2 and 0 <= r["high_quality"] <= 100
+        assert r["sample_seconds_per_1000"] >= 0
+    assert {(q["dataset"], q["objective"]) for q in summary["gan_rows"]} == {
+        ("grid", "gan + critic tilt"),
+        ("ring", "pacgan2"),
+    }
+    assert "| GEBM |" in (tmp_path / "kale.md").read_text()
+    assert (tmp_path / "kale_samples.png").stat().st_size > 0
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4  # one per run, to resume
