@@ -12,9 +12,10 @@ from pyrogen.compare.config import DATASETS, DEFAULT_OBJECTIVES, CompareConfig
 from pyrogen.compare.generative import GENERATIVE_PROBLEMS, GenerativeBudget, run_generative
 from pyrogen.compare.posterior import FAMILIES, POSTERIOR_PROBLEMS, PosteriorBudget, run_posterior
 from pyrogen.compare.run import run
+from pyrogen.compare.tour import run_tour
 from pyrogen.models import ARCHITECTURES, LIKELIHOODS
 
-__all__ = ["VAE_PROBLEMS", "add_arguments", "list_text", "main"]
+__all__ = ["TOUR", "VAE_PROBLEMS", "add_arguments", "list_text", "main"]
 
 OBJECTIVE_NAMES = {
     "elbo": "the ELBO (RenyiBound alpha = 1)",
@@ -23,6 +24,11 @@ OBJECTIVE_NAMES = {
     "vrmax[:K]": "VR-max (alpha = -inf)",
 }
 
+
+TOUR = {
+    "tour": "the README's main job: digits-vae, grid, rbm-digits and correlated-gaussian, "
+    "each at a small budget (about 3 minutes)"
+}
 
 VAE_PROBLEMS = {
     "digits-vae": "a VAE on scikit-learn's 8x8 digits under the Rényi family (the default)",
@@ -33,6 +39,7 @@ VAE_PROBLEMS = {
 def list_text() -> str:
     """``pyrogen compare --list``: every problem and family, one line each."""
     lines = ["problems:"]
+    lines += [f"  {name:22s} {text}" for name, text in TOUR.items()]
     lines += [f"  {name:22s} {text}" for name, text in VAE_PROBLEMS.items()]
     generative = {name: build() for name, build in GENERATIVE_PROBLEMS.items()}
     lines += [f"  {name:22s} {prob.description}" for name, prob in generative.items()]
@@ -57,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``pyrogen compare``'s options (one per :class:`CompareConfig` field, and the
     problem, the posterior families and their budget)."""
     d = CompareConfig()
-    problems = [*VAE_PROBLEMS, *GENERATIVE_PROBLEMS, *POSTERIOR_PROBLEMS]
+    problems = [*TOUR, *VAE_PROBLEMS, *GENERATIVE_PROBLEMS, *POSTERIOR_PROBLEMS]
     parser.add_argument("--problem", choices=problems, default="digits-vae", help="see --list")
     parser.add_argument("--list", action="store_true", help="list problems and families")
     parser.add_argument(
@@ -170,6 +177,30 @@ def _generative(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tour(args: argparse.Namespace) -> int:
+    try:
+        path = run_tour(
+            args.out,
+            seed=args.seed,
+            threads=args.threads,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=args.progress,
+        )
+    except ValueError as exc:
+        print(f"pyrogen compare: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"\npyrogen compare: interrupted; rerun with --resume to continue the tour in "
+            f"{args.out}",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"wrote {path} (and each part's files beside it)")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the comparison; 2 on a bad setting, 130 after Ctrl-C (the checkpoints kept)."""
     if args.list:
@@ -181,6 +212,8 @@ def main(args: argparse.Namespace) -> int:
         return _posterior(args)
     if args.problem in GENERATIVE_PROBLEMS:
         return _generative(args)
+    if args.problem == "tour":
+        return _tour(args)
     if args.dataset is None:
         args.dataset = "mnist" if args.problem == "mnist-vae" else "digits"
     elif args.problem == "mnist-vae" and args.dataset != "mnist":

@@ -23,9 +23,10 @@ how to fit. Two kinds are registered in :data:`GENERATIVE_PROBLEMS`:
 
 Budgets (:class:`GenerativeBudget`) are iterations (one generator or model update each,
 with the objective's own critic steps) and optionally seconds: training runs in chunks and
-stops at the first chunk past the time. Each row states its iterations, gradient evaluations
-(critic and generator updates) and seconds. Finished families are kept in the output folder
-(``fits/<family>.json``) and not run again by the same command.
+stops at the first chunk past the time. Every learning rate decays linearly to 0 over the
+iterations (the protocol of ``benchmarks/gan_modes.py``). Each row states its iterations,
+gradient evaluations (critic and generator updates) and seconds. Finished families are kept
+in the output folder (``fits/<family>.json``) and not run again by the same command.
 
 Example::
 
@@ -131,10 +132,15 @@ def _train(
     trainer: Trainer, data: Tensor, budget: GenerativeBudget, batch_size: int, chunk: int = 50
 ) -> tuple[int, float]:
     """Runs ``trainer`` up to the budget in chunks of ``chunk`` iterations (the clock is read
-    between chunks); returns the iterations done and the seconds spent."""
+    between chunks; every learning rate decays linearly to 0 over ``budget.iterations``, set
+    at the start of each chunk); returns the iterations done and the seconds spent."""
     start = time.perf_counter()
     done = 0
     while done < budget.iterations:
+        for opt in trainer.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * (1 - done / budget.iterations)
         done = min(done + chunk, budget.iterations)
         trainer.fit(data, done, batch_size, seed=budget.seed)
         if budget.seconds is not None and time.perf_counter() - start >= budget.seconds:
@@ -158,6 +164,9 @@ class MixtureProblem:
     columns = ["modes", "high_quality_%", "reverse_kl", "mmd2"]
     default_families = ("gan", "gan+r1=0.1+ema=0.999", "wgan-gp", "kale")
     batch_size = 256
+    #: Adam's learning rate for the adversarial objectives (benchmarks/gan_modes.py's: 1e-3
+    #: collapsed GAN and hinge on the ring); WGAN keeps RMSProp 5e-5, KALE Adam 1e-4.
+    adam_lr = {"ring": 3e-4, "grid": 1e-3}
 
     def __init__(
         self,
@@ -226,7 +235,12 @@ class MixtureProblem:
                 activation=lambda: nn.LeakyReLU(0.2),
             )
             objective = make_adversarial(name, critic, **penalties)
-        trainer = Trainer(objective, generator, progress=progress, ema=ema)
+        optimizers = {}
+        for role, (cls, kwargs) in objective.default_optimizers.items():
+            if cls is torch.optim.Adam and family != "kale":
+                kwargs = {**kwargs, "lr": self.adam_lr[self.name]}
+            optimizers[role] = (cls, kwargs)
+        trainer = Trainer(objective, generator, optimizers=optimizers, progress=progress, ema=ema)
         iterations, seconds = _train(trainer, data.samples, budget, batch)
         cost = {
             "iterations": iterations,
