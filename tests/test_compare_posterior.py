@@ -107,3 +107,14 @@ def test_the_command(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert code == 0 and (tmp_path / "results.md").exists()
     assert cli(["compare", "--problem", "logistic", "--families", "nuts"]) == 2
     assert "unknown family 'nuts'" in capsys.readouterr().err
+
+
+def test_bishops_linear_regression_is_a_harness_problem(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """PRML 10.3 against a (tiny) reference HMC run: both sites compared, alpha positive."""
+    problem = POSTERIOR_PROBLEMS["linear-regression"]()
+    result = run_posterior(problem, ["mean-field"], TINY, tmp_path, progress=False)
+    assert result.reference.startswith("pyrogen HMC")
+    (row,) = result.summary
+    assert math.isfinite(row["max_abs_mean_error"]) and row["gradient_evaluations"] == 90 * 4
+    sites = {r["parameter"] for r in result.rows}
+    assert {"alpha", "w"} <= {s.split("[")[0] for s in sites}

@@ -338,9 +338,27 @@ def _logistic() -> PosteriorProblem:
     )
 
 
+def _linear_regression() -> PosteriorProblem:
+    from pyrogen.models.linear_regression import BayesianLinearRegression
+
+    gen = torch.Generator().manual_seed(0)
+    phi = torch.randn(50, 4, generator=gen, dtype=torch.float64)
+    t = phi @ torch.tensor([1.0, -0.5, 0.25, 0.0], dtype=torch.float64)
+    t = t + 0.5 * torch.randn(50, generator=gen, dtype=torch.float64)
+    blr = BayesianLinearRegression(phi, t, beta=4.0)
+    return PosteriorProblem(
+        "linear-regression",
+        blr.model,
+        sites=["alpha", "w"],
+        description="Bishop's variational linear regression (PRML 10.3; N = 50, M = 4), "
+        "against long HMC (its CAVI fixed point: pyrogen.models.linear_regression)",
+    )
+
+
 #: name -> a function building the problem (data are made on demand).
 POSTERIOR_PROBLEMS: dict[str, Callable[[], PosteriorProblem]] = {
     "correlated-gaussian": _correlated_gaussian,
+    "linear-regression": _linear_regression,
     "eight-schools": _eight_schools,
     "logistic": _logistic,
 }
