@@ -261,6 +261,8 @@ def train_run(run: str, data: Data, args: argparse.Namespace) -> dict[str, Any]:
             num_particles=args.particles,
             bound=args.bound,
             max_plate_nesting=1,
+            guide_objective=args.guide_objective,
+            noise_rows_alpha=args.noise_rows_alpha,
         )
         phases.append(("self_contrastive", sc, args.num_epochs - warm, warm))
     history: dict[str, list[float]] = {key: [] for key in EPOCH_KEYS}
@@ -458,6 +460,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nu", type=float, default=1.0, help="noise samples per data point")
     parser.add_argument("--particles", type=int, default=1, help="K of the NCE density bound")
     parser.add_argument("--bound", choices=["iwae", "elbo"], default="iwae")
+    parser.add_argument(
+        "--guide-objective",
+        choices=["nce", "bound"],
+        default="nce",
+        help="what trains the guide: the NCE loss through the bound, or the bound on the data",
+    )
+    parser.add_argument(
+        "--noise-rows-alpha",
+        type=float,
+        default=None,
+        help="Rényi order (< 0) of an upper bound for the VAE's density on noise samples "
+        "(-1: CUBO); default: --bound there too",
+    )
     parser.add_argument("--architecture", choices=["burda", "pyro", "conv"], default="burda")
     parser.add_argument("--z-dim", type=int, default=None, help="50 (MNIST) or 16 (digits)")
     parser.add_argument("--batch-size", type=int, default=100)

@@ -558,3 +558,82 @@ def test_a_copy_that_would_follow_training_is_refused() -> None:
     rows = torch.randn(6, 1, dtype=torch.float64)
     with pytest.raises(ValueError, match="trainable parameter"):
         SelfContrastive().differentiable_loss(closes_over_a_module, empty_guide, rows)
+
+
+# The upper-bound variant: data rows by IWAE, noise rows by the Rényi bound of order -1.
+D, S0, SIGMA, K_UPPER = 2, 1.0, 0.5, 4000
+
+
+def _upper_setup(
+    widen: float,
+) -> tuple[ConjugateGaussian, AmortizedGaussianGuide, NCE, dist.Distribution]:
+    torch.set_default_dtype(torch.float64)
+    model = ConjugateGaussian(dim=D, prior_scale=S0, obs_scale=SIGMA)
+    guide = AmortizedGaussianGuide(dim=D).exact(model)
+    with torch.no_grad():
+        guide.log_scale.add_(math.log(widen))  # centred on the posterior, wider by `widen`
+    noise = dist.Normal(torch.zeros(D), 2.0).to_event(1)
+    nce = NCE(noise, nu=1.0, num_particles=K_UPPER, noise_rows_alpha=-1.0)
+    return model, guide, nce, noise
+
+
+def test_noise_rows_get_the_chi_square_upper_bound_and_data_rows_iwae() -> None:
+    """A guide centred on the exact posterior (sd s) but t = 1.5 s wide: per dimension
+    E_q w^2 = p(x)^2 t^2 / (s sqrt(2 t^2 - s^2)), so the order -1 bound, 1/2 log E_q w^2, is
+    log p(x) + D/2 log(t^2 / (s sqrt(2 t^2 - s^2))) (0.185 nats above log p(x) here), while
+    IWAE sits at log p(x) from below. Both recovered from the logits (G + log q + log nu),
+    means over rows within 5 standard errors (over rows) of the closed forms."""
+    try:
+        model, guide, nce, noise = _upper_setup(1.5)
+        data = torch.randn(200, D, generator=torch.Generator().manual_seed(0)) * 1.2
+        out = nce.logits(model, guide, data)
+        s = model.posterior(data)[1]
+        t = 1.5 * s
+        gap = D / 2 * torch.log(t**2 / (s * torch.sqrt(2 * t**2 - s**2)))
+        with torch.no_grad():
+            upper = out.noise + noise.log_prob(out.samples) - model.log_marginal(out.samples)
+            lower = out.data + noise.log_prob(data) - model.log_marginal(data)
+        for err, target in ((upper, float(gap)), (lower, 0.0)):
+            se = float(err.std()) / math.sqrt(err.numel())
+            assert abs(float(err.mean()) - target) < 5 * se, (float(err.mean()), target, se)
+        assert float(gap) > 10 * float(upper.std()) / math.sqrt(upper.numel())  # it can tell
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_upper_bound_variant_gradient_matches_the_exact_density_gradient() -> None:
+    """With the exact guide every particle's weight is p(x), so both bounds equal log p(x)
+    and the logits are exact; the gradient in the prior mean mu0 is then sum_rows
+    dL/dG_row * mean_k (z_k - mu0) / s0^2, against the exact sum_rows dL/dG_row
+    * (x - mu0) / (s0^2 + sigma^2): they differ by particle noise of sd
+    sqrt(sum c_row^2) s / (s0^2 sqrt K) per dimension; within 5 of those."""
+    try:
+        model, guide, nce, noise = _upper_setup(1.0)
+        with torch.no_grad():
+            model.prior_loc.fill_(0.3)
+        guide.exact(model)
+        data = torch.randn(100, D, generator=torch.Generator().manual_seed(1))
+        out = nce.logits(model, guide, data)
+        x = torch.cat([data, out.samples])
+        exact_g = model.log_marginal(x) - noise.log_prob(x)
+        g = torch.cat([out.data, out.noise])
+        assert torch.allclose(g.detach(), exact_g.detach(), atol=1e-8)  # exact logits
+        loss = data.shape[0] * critic.logistic(out.data, out.noise, 1.0)
+        (grad,) = torch.autograd.grad(loss, model.prior_loc)
+        gd = exact_g.detach().requires_grad_(True)
+        exact_loss = data.shape[0] * critic.logistic(gd[:100], gd[100:], 1.0)
+        (c,) = torch.autograd.grad(exact_loss, gd)  # dL/dG per row
+        mu0 = model.prior_loc.detach()
+        expected = (c[:, None] * (x - mu0) / (S0**2 + SIGMA**2)).sum(0)
+        s = float(model.posterior(data)[1])
+        sd = float(c.pow(2).sum().sqrt()) * s / (S0**2 * math.sqrt(K_UPPER))
+        assert torch.all((grad - expected).abs() < 5 * sd), (grad, expected, sd)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_noise_rows_alpha_must_be_negative() -> None:
+    for bad in (0.0, 0.5, "-1"):
+        with pytest.raises(ValueError, match="noise_rows_alpha must be a negative Rényi order"):
+            NCE(dist.Normal(0.0, 1.0), noise_rows_alpha=bad)  # type: ignore[arg-type]
+    assert "noise_rows_alpha=-1" in repr(NCE(dist.Normal(0.0, 1.0), noise_rows_alpha=-1))
