@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine with Python 3.11 and pip:
-#   bash scripts/run.sh compare   set up .venv, then `pyrogen compare` on the embedded digits
+#   bash scripts/run.sh compare   set up .venv, then `pyrogen compare --problem tour` (the
+#                                 README's main job; other arguments go to pyrogen compare)
 #   bash scripts/run.sh test      set up .venv (if missing or stale), lint, type-check, test,
 #                                 and build the API reference (warnings are errors)
 #   bash scripts/run.sh docs      set up .venv, build the API reference into docs/api/_build
@@ -53,7 +54,8 @@ cmd=${1:-test}
 shift || true
 case "$cmd" in
   setup) setup ;;
-  compare) setup; "$VENV/bin/pyrogen" compare "$@" ;;
+  # the tour unless another --problem is given (argparse keeps the last one)
+  compare) setup; "$VENV/bin/pyrogen" compare --problem tour "$@" ;;
   test) run_tests "$@" ;;
   docs) build_docs ;;
   *) echo "usage: bash scripts/run.sh [setup|compare|test|docs] [args...]" >&2; exit 2 ;;
