@@ -43,6 +43,8 @@ def test_every_family_gives_its_row_on_an_exact_problem(tmp_path) -> None:  # ty
         assert math.isfinite(s["max_abs_mean_error"]) and math.isfinite(s["max_abs_sd_error"])
         assert s["gradient_evaluations"] > 0 and s["seconds"] > 0
         assert (s["khat"] is None) == (s["fit"] == "hmc")
+        assert (s.get("r_hat") is not None) == (s["fit"] == "hmc")
+        assert (s.get("ess_per_second", 0) or 0) >= 0
     guides = [s for s in result.summary if s["fit"] != "hmc"]
     assert all(s["gradient_evaluations"] == 90 * 4 for s in guides)  # one budget for all
     assert {f.name for f in result.files} == {

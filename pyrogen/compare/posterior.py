@@ -143,15 +143,17 @@ class PosteriorResult(NamedTuple):
             f"Reference: {self.reference}.",
             "",
             "| fit | max abs mean error (ref sd) | max abs sd error | narrowest / widest sd | "
-            "k-hat | seconds | gradient evaluations |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "k-hat | max R-hat | min ESS/s | seconds | gradient evaluations |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in self.summary:
             khat = "-" if s["khat"] is None else f"{s['khat']:.2f}"
+            rhat = f"{s['r_hat']:.3f}" if s.get("r_hat") is not None else "-"
+            ess = f"{s['ess_per_second']:.0f}" if s.get("ess_per_second") is not None else "-"
             lines.append(
                 f"| {s['fit']} | {s['max_abs_mean_error']:.3f} | {s['max_abs_sd_error']:.3f} | "
-                f"{s['narrowest']:+.3f} / {s['widest']:+.3f} | {khat} | {s['seconds']:.1f} | "
-                f"{s['gradient_evaluations']:,} |"
+                f"{s['narrowest']:+.3f} / {s['widest']:+.3f} | {khat} | {rhat} | {ess} | "
+                f"{s['seconds']:.1f} | {s['gradient_evaluations']:,} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -168,6 +170,19 @@ def _hmc(problem: PosteriorProblem, chains: int, warmup: int, draws: int, seed: 
     )
 
 
+def _chain_diagnostics(run: Any, seconds: float) -> dict[str, float | None]:
+    """The largest rank-normalised R-hat and the smallest bulk ESS per second over every
+    scalar of the draws (ArviZ's; R-hat needs two chains or more)."""
+    import arviz as az
+
+    idata = run.to_arviz()
+    ess = min(float(v.min()) for v in az.ess(idata).data_vars.values())
+    rhat = None
+    if idata.posterior.sizes["chain"] > 1:
+        rhat = max(float(v.max()) for v in az.rhat(idata).data_vars.values())
+    return {"r_hat": rhat, "ess_per_second": ess / seconds}
+
+
 def _fit_family(
     problem: PosteriorProblem, family: str, budget: PosteriorBudget
 ) -> tuple[Any, dict[str, Any]]:
@@ -179,9 +194,11 @@ def _fit_family(
         evaluations = float(run.stats["num_steps"].sum()) * (
             1 + budget.hmc_warmup / budget.hmc_draws
         )
+        seconds = time.perf_counter() - start
         return run, {
-            "seconds": time.perf_counter() - start,
+            "seconds": seconds,
             "gradient_evaluations": int(evaluations),
+            **_chain_diagnostics(run, seconds),
         }
     pyro.clear_param_store()
     guide = (AutoMultivariateNormal if base == "full-rank" else AutoNormal)(problem.model)
@@ -292,7 +309,7 @@ def _write(
     )
     cs = out / "results.csv"
     with cs.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in summary for k in r)))
         writer.writeheader()
         writer.writerows(summary)
     forest = plot_forest(fits, out / "forest.png", sites=problem.sites)
