@@ -545,32 +545,38 @@ class Trainer:
         # per data point, so that learning rates do not depend on the batch size.
         loss = self.objective.role_loss(role, self.model, self.guide, *batch) / batch[0].shape[0]
         if not torch.isfinite(loss):
-            if self.nonfinite_steps < self.skip_nonfinite:
-                self.nonfinite_steps += 1
-                return None
-            kept = (
-                "no checkpoint was asked for"
-                if self.checkpoint is None
-                else f"the last checkpoint, {self.checkpoint}, "
-                + (
-                    f"holds iteration {self._saved_iteration} and is kept as it was"
-                    if self._saved_iteration is not None
-                    else "was not written yet"
-                )
-            )
-            raise FloatingPointError(
-                f"{type(self.objective).__name__}: the {role!r} loss is "
-                f"{float(loss.detach())} at iteration {self.iteration} "
-                f"({self.nonfinite_steps} non-finite steps skipped before); {kept}. Lower "
-                "the learning rate, check the data, or let the trainer skip such steps "
-                "(skip_nonfinite=N)"
-            )
+            self._skip_or_stop(role, f"the {role!r} loss is {float(loss.detach())}")
+            return None
         loss.backward()
         opt.step()
         self.objective.after_step(role)
         if self.ema is not None and role == self.ema_role:
             self._update_average()
         return float(loss.detach())
+
+    def _skip_or_stop(self, role: str, what: str) -> None:
+        """A non-finite loss: counted and skipped while ``skip_nonfinite`` allows, else a
+        ``FloatingPointError`` naming the objective, ``what``, the iteration and the
+        checkpoint kept."""
+        if self.nonfinite_steps < self.skip_nonfinite:
+            self.nonfinite_steps += 1
+            return
+        kept = (
+            "no checkpoint was asked for"
+            if self.checkpoint is None
+            else f"the last checkpoint, {self.checkpoint}, "
+            + (
+                f"holds iteration {self._saved_iteration} and is kept as it was"
+                if self._saved_iteration is not None
+                else "was not written yet"
+            )
+        )
+        raise FloatingPointError(
+            f"{type(self.objective).__name__}: {what} at iteration {self.iteration} "
+            f"({self.nonfinite_steps} non-finite steps skipped before); {kept}. Lower the "
+            "learning rate, check the data, or let the trainer skip such steps "
+            "(skip_nonfinite=N)"
+        )
 
     def _step_distributed(self, role: str, batch: tuple[Tensor, ...], rows: int) -> float | None:
         """One update of ``role`` on this rank's share of a global batch of ``rows`` rows:
@@ -586,25 +592,8 @@ class Trainer:
         total = self._all_reduce_grads(role, value)
         if not math.isfinite(total):
             opt.zero_grad(set_to_none=True)
-            if self.nonfinite_steps < self.skip_nonfinite:
-                self.nonfinite_steps += 1
-                return None
-            kept = (
-                "no checkpoint was asked for"
-                if self.checkpoint is None
-                else f"the last checkpoint, {self.checkpoint}, "
-                + (
-                    f"holds iteration {self._saved_iteration} and is kept as it was"
-                    if self._saved_iteration is not None
-                    else "was not written yet"
-                )
-            )
-            raise FloatingPointError(
-                f"{type(self.objective).__name__}: the {role!r} loss summed over the ranks is "
-                f"{total} at iteration {self.iteration} ({self.nonfinite_steps} non-finite "
-                f"steps skipped before); {kept}. Lower the learning rate, check the data, or "
-                "let the trainer skip such steps (skip_nonfinite=N)"
-            )
+            self._skip_or_stop(role, f"the {role!r} loss summed over the ranks is {total}")
+            return None
         opt.step()
         self.objective.after_step(role)
         if self.ema is not None and role == self.ema_role:
