@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from pyrogen import distributed as ddp
 from pyrogen.compare.config import DATASETS, DEFAULT_OBJECTIVES, CompareConfig
@@ -148,6 +149,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _report(result: Any) -> int:
+    """Print a harness result's table and the files it wrote."""
+    print(result.markdown())
+    print("wrote " + ", ".join(str(f) for f in result.files))
+    return 0
+
+
 def _posterior(args: argparse.Namespace) -> int:
     out = args.out if args.out != CompareConfig().out else f"runs/compare-{args.problem}"
     try:
@@ -158,9 +166,7 @@ def _posterior(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pyrogen compare: error: {exc}", file=sys.stderr)
         return 2
-    print(result.markdown())
-    print("wrote " + ", ".join(str(f) for f in result.files))
-    return 0
+    return _report(result)
 
 
 def _generative(args: argparse.Namespace) -> int:
@@ -172,9 +178,7 @@ def _generative(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pyrogen compare: error: {exc}", file=sys.stderr)
         return 2
-    print(result.markdown())
-    print("wrote " + ", ".join(str(f) for f in result.files))
-    return 0
+    return _report(result)
 
 
 def _tour(args: argparse.Namespace) -> int:

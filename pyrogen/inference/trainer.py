@@ -347,22 +347,27 @@ class Trainer:
             "modules": {k: _to_cpu(m.state_dict()) for k, m in self.modules.items()},
         }
 
+    def _load_process_state(self, state: dict[str, Any]) -> None:
+        """One process's part of a checkpoint: the objective's state, the modules' buffers
+        and the random streams (the whole checkpoint in one process, a rank's entry under
+        DDP)."""
+        try:
+            self.objective.load_state_dict(state["objective"])
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{self.checkpoint}: the objective's state: {exc}") from exc
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
     def _resume_rank(self, state: dict[str, Any]) -> None:
         """Under DDP, this rank's own part of a checkpoint (its random stream, objective
         state and buffers); a checkpoint without one (written by one process, or by fewer
         ranks) leaves rank 0's and seeds a fresh stream, with a warning."""
         saved = state.get("distributed", {}).get("ranks", [])
         if self.rank < len(saved):
-            mine = saved[self.rank]
-            try:
-                self.objective.load_state_dict(mine["objective"])
-            except (ValueError, RuntimeError, KeyError) as exc:
-                raise CheckpointError(f"{self.checkpoint}: the objective's state: {exc}") from exc
-            for name, module in self.modules.items():
-                module.load_state_dict(mine["modules"][name])
-            torch.set_rng_state(mine["torch_rng"])
-            if mine.get("cuda_rng") and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(mine["cuda_rng"])
+            self._load_process_state(saved[self.rank])
             return
         torch.manual_seed(ddp.rank_seed(self._seed + 7919 * self.iteration, self.rank))
         warnings.warn(
@@ -398,17 +403,9 @@ class Trainer:
                             f"{tuple(p.shape)} here (another architecture or latent size?)"
                         )
                     p.copy_(saved[name])
-        try:
-            self.objective.load_state_dict(state["objective"])
-        except (ValueError, RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"{self.checkpoint}: the objective's state: {exc}") from exc
-        for name, module in self.modules.items():
-            module.load_state_dict(state["modules"][name])
+        self._load_process_state(state)
         for role, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][role])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
         assert self._generator is not None
         self._generator.set_state(state["data_rng"])
         self._order = state["order"] if state["order"].numel() else None
