@@ -107,7 +107,7 @@ def test_r1_and_r2_add_half_gamma_times_the_squared_gradient_norm(cls: type) -> 
             obj.initialise_log_normaliser(dirac_model, real)
         torch.manual_seed(3)
         out = obj.differentiable_loss(dirac_model, lambda x: None, real)
-        return float(out.critic) / N, float(out.generator) / N
+        return float(out.critic.detach()) / N, float(out.generator.detach()) / N
 
     plain, r1, r2 = losses(), losses(r1=gamma1), losses(r2=gamma2)
     psi2 = START**2
