@@ -69,11 +69,12 @@ from pyrogen.models import VAE, build_vae  # noqa: E402
 
 NAME = "self_contrastive_vae"
 KIND = "pyrogen.example.self_contrastive_vae"
-RUNS = ("elbo", "self_contrastive")
-LABELS = {"elbo": "ELBO", "self_contrastive": "self-contrastive NCE"}
+ELBO_LABEL = "ELBO"
 # Settings a resumed run may change.
 _RESUMABLE = {
     "num_epochs",
+    "elbo_epochs",
+    "variants",
     "out",
     "checkpoint_dir",
     "resume",
@@ -107,16 +108,20 @@ class Data:
 
 
 @torch.no_grad()
-def score(vae: VAE, x: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
-    """ELBO (mean log-weight over --elbo-particles draws) and IWAE-K bound, nats per image."""
+def score(
+    vae: VAE, x: torch.Tensor, args: argparse.Namespace, particles: int | None = None
+) -> dict[str, float]:
+    """ELBO (mean log-weight over --elbo-particles draws) and IWAE-K bound, nats per image
+    (K = ``particles``, default --eval-particles)."""
+    particles = particles or args.eval_particles
     elbo = RenyiBound(1.0, num_particles=args.elbo_particles, max_plate_nesting=1)
     elbos = torch.cat([elbo.pointwise(vae.model, vae.guide, b) for b in x.split(500)])
     iwae = log_likelihood(
         vae.model,
         vae.guide,
         x,
-        num_samples=args.eval_particles,
-        particle_chunk=min(args.eval_particles, 100),
+        num_samples=particles,
+        particle_chunk=min(particles, 100),
         batch_size=100,
         max_plate_nesting=1,
     )
@@ -130,16 +135,49 @@ def identity(args: argparse.Namespace) -> dict[str, Any]:
 # Per-epoch records in the trainers' histories (the objective's own per-iteration stats,
 # "accuracy" among them, live there too, hence "epoch_accuracy").
 EPOCH_KEYS = ("epoch", "valid_elbo", "valid_iwae", "train_loss", "seconds", "epoch_accuracy")
+# Test-set scores, logged by the epoch callback at the epochs where a run is scored.
+TEST_KEYS = ("test_epoch", "test_elbo", "test_iwae", "test_iwae_stderr")
+
+
+class Variant:
+    """One self-contrastive run, written ``GUIDE[:ALPHA[:K]]``: what trains the guide
+    (``nce`` or ``bound``), the Rényi order ALPHA < 0 of an upper bound for the VAE's density
+    on noise rows (empty: the lower bound --bound, as on data rows) and the particles K of
+    the bounds (default --particles). ``nce:-1:5`` is CUBO-5 on noise rows, IWAE-5 on data
+    rows."""
+
+    def __init__(self, text: str, particles: int) -> None:
+        guide, alpha, k, *rest = text.split(":") + ["", ""]
+        if guide not in ("nce", "bound") or any(rest):
+            raise ValueError(f"variant {text!r}: expected GUIDE[:ALPHA[:K]], GUIDE nce or bound")
+        self.guide = guide
+        try:
+            self.alpha = float(alpha) if alpha else None
+            self.particles = int(k) if k else particles
+        except ValueError:
+            raise ValueError(f"variant {text!r}: ALPHA must be a number, K an int") from None
+        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha < 0):
+            raise ValueError(f"variant {text!r}: the noise rows' Rényi order must be negative")
+        if self.particles < 1 or (self.alpha is not None and self.particles < 2):
+            raise ValueError(
+                f"variant {text!r}: K must be at least 1, and at least 2 with ALPHA (with one "
+                "particle every Rényi order gives the same estimate)"
+            )
+        alpha_name = "" if self.alpha is None else f"_alpha{self.alpha:g}"
+        self.name = f"sc_{guide}{alpha_name}_k{self.particles}"
+        noise = "" if self.alpha is None else f", noise rows by Rényi alpha={self.alpha:g}"
+        self.label = f"self-contrastive K={self.particles} (guide by {guide.upper()}{noise})"
 
 
 def checkpoints(run: str, args: argparse.Namespace) -> dict[str, Path]:
-    """The run's phases and their checkpoints: run "self_contrastive" trains
-    --warm-start-epochs by the ELBO (its "warm" phase), then by SelfContrastive."""
+    """The run's phases and their checkpoints: a self-contrastive run trains
+    --warm-start-epochs by the ELBO (its "warm" phase, the same for every variant), then by
+    SelfContrastive."""
     folder = Path(args.checkpoint_dir)
     if run == "elbo":
         return {"elbo": folder / "elbo.pt"}
-    phases = {"warm": folder / "self_contrastive_warm.pt"} if args.warm_start_epochs else {}
-    return phases | {"self_contrastive": folder / "self_contrastive.pt"}
+    phases = {"warm": folder / f"{run}_warm.pt"} if args.warm_start_epochs else {}
+    return phases | {"self_contrastive": folder / f"{run}.pt"}
 
 
 def prepare_checkpoints(run: str, args: argparse.Namespace) -> None:
@@ -177,11 +215,14 @@ def fit_phase(
     offset: int,
     data: Data,
     args: argparse.Namespace,
+    test_epochs: tuple[int, ...] = (),
 ) -> dict[str, list[float]]:
     """Trains ``vae`` by ``objective`` for ``num_epochs`` epochs with a fresh Adam, its
     checkpoint at ``path`` (resumed when it exists); the epoch callback scores the VAE on
     the validation images and logs it with the epoch's mean training loss (and NCE
-    accuracy), training seconds and noise switches; returns the trainer's history."""
+    accuracy), training seconds and noise switches, and at ``test_epochs`` (counted from
+    the run's start) scores it on the test set with --test-particles; returns the
+    trainer's history."""
     device = torch.device(args.device)
     train = data.train.to(device)
     valid = data.valid[: args.curve_points].to(device)
@@ -209,6 +250,12 @@ def fit_phase(
                 trainer.log("switch", float(epoch))
         loss = epoch_mean(trainer.history["model"], rows, args.batch_size)
         log_epoch(trainer, (epoch, s["elbo"], s["iwae"], loss, seconds, accuracy))
+        if epoch in test_epochs:
+            t = score(vae, data.test.to(device), args, args.test_particles)
+            for key, value in zip(
+                TEST_KEYS, (epoch, t["elbo"], t["iwae"], t["iwae_stderr"]), strict=True
+            ):
+                trainer.log(key, float(value))
         clock = time.perf_counter()
 
     trainer = Trainer(
@@ -235,47 +282,52 @@ def fit_phase(
     return trainer.history
 
 
-def train_run(run: str, data: Data, args: argparse.Namespace) -> dict[str, Any]:
-    """Trains one VAE for --num-epochs with the Trainer (resuming from its checkpoints when
-    asked).
+def train_run(
+    run: str, variant: Variant | None, data: Data, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Trains one VAE with the Trainer (resuming from its checkpoints when asked): run
+    "elbo" for --elbo-epochs, scored on the test set after --num-epochs and at its end; a
+    self-contrastive ``variant`` for --num-epochs, scored at its end.
 
-    Run "self_contrastive" trains its first --warm-start-epochs epochs by the ELBO (exactly
+    A self-contrastive run trains its first --warm-start-epochs epochs by the ELBO (exactly
     run "elbo"'s first epochs: same weights, batches and random numbers), then, in a second
     trainer with a fresh Adam, by SelfContrastive, whose first noise is the VAE at that
     moment (the initial VAE when W = 0) and which switches after every --refresh-every
     epochs of its own (its ``end_of_epoch``)."""
     prepare_checkpoints(run, args)
     pyro.clear_param_store()
-    torch.manual_seed(args.seed)  # same initial weights for both runs
+    torch.manual_seed(args.seed)  # same initial weights for every run
     vae = build_vae(args.architecture, (data.train.shape[1],), args.z_dim).to(args.device)
     paths = checkpoints(run, args)
-    warm = args.num_epochs if run == "elbo" else args.warm_start_epochs
+    warm = args.elbo_epochs if variant is None else args.warm_start_epochs
+    tests = (args.num_epochs, args.elbo_epochs) if variant is None else (args.num_epochs,)
     phases: list[tuple[str, Objective, int, int]] = []  # name, objective, epochs, offset
     if warm:
         elbo = RenyiBound(1.0, num_particles=1, max_plate_nesting=1)
-        phases.append(("elbo" if run == "elbo" else "warm", elbo, warm, 0))
-    if run == "self_contrastive":
+        phases.append(("elbo" if variant is None else "warm", elbo, warm, 0))
+    if variant is not None:
         sc = SelfContrastive(
             nu=args.nu,
             refresh_every=args.refresh_every,
-            num_particles=args.particles,
+            num_particles=variant.particles,
             bound=args.bound,
             max_plate_nesting=1,
-            guide_objective=args.guide_objective,
-            noise_rows_alpha=args.noise_rows_alpha,
+            guide_objective=variant.guide,
+            noise_rows_alpha=variant.alpha,
         )
         phases.append(("self_contrastive", sc, args.num_epochs - warm, warm))
-    history: dict[str, list[float]] = {key: [] for key in EPOCH_KEYS}
-    switches = [warm] if run == "self_contrastive" and warm else []  # noise := current VAE
+    history: dict[str, list[float]] = {key: [] for key in EPOCH_KEYS + TEST_KEYS}
+    switches = [warm] if variant is not None and warm else []  # noise := current VAE
     for name, objective, num_epochs, offset in phases:
-        logged = fit_phase(vae, objective, paths[name], num_epochs, offset, data, args)
-        for key in EPOCH_KEYS:
-            history[key] += logged[key]
+        logged = fit_phase(vae, objective, paths[name], num_epochs, offset, data, args, tests)
+        for key in EPOCH_KEYS + TEST_KEYS:
+            history[key] += logged.get(key, [])
         switches += [int(e) for e in logged.get("switch", [])]
     accuracy = history.pop("epoch_accuracy")
-    if run == "self_contrastive":
+    if variant is not None:
         history["accuracy"] = accuracy
-    return {"vae": vae, "history": history, "switches": switches}
+    test = {key: history.pop(key) for key in TEST_KEYS}
+    return {"vae": vae, "history": history, "switches": switches, "test": test}
 
 
 def steps(history: dict[str, list[float]], switches: list[int]) -> list[dict[str, float]]:
@@ -296,51 +348,57 @@ def steps(history: dict[str, list[float]], switches: list[int]) -> list[dict[str
     return out
 
 
-def plot(results: dict[str, Any], switches: list[int], warm: int, path: Path, title: str) -> None:
-    has_acc = "accuracy" in results["self_contrastive"]["history"]
+COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def self_contrastive_runs(results: dict[str, Any]) -> list[str]:
+    """The runs with noise switches (the self-contrastive variants), in order."""
+    return [run for run, r in results.items() if "switches" in r]
+
+
+def plot(results: dict[str, Any], warm: int, path: Path, title: str) -> None:
+    sc_runs = self_contrastive_runs(results)
+    has_acc = any("accuracy" in results[run]["history"] for run in sc_runs)
     fig, axes = plt.subplots(
         2 if has_acc else 1,
         1,
-        figsize=(7, 6.5 if has_acc else 4.5),
+        figsize=(7.5, 7 if has_acc else 4.8),
         sharex=True,
         gridspec_kw={"height_ratios": [3, 1]} if has_acc else None,
         squeeze=False,
     )
     ax = axes[0, 0]
-    colours = {"elbo": "tab:blue", "self_contrastive": "tab:orange"}
-    for run in RUNS:
-        h = results[run]["history"]
-        ax.plot(h["epoch"], h["valid_iwae"], color=colours[run], label=f"{LABELS[run]}: IWAE")
-        ax.plot(
-            h["epoch"],
-            h["valid_elbo"],
-            color=colours[run],
-            linestyle="--",
-            label=f"{LABELS[run]}: ELBO",
-        )
+    colours = dict(zip(results, COLOURS, strict=False))
+    for run, r in results.items():
+        h = r["history"]
+        ax.plot(h["epoch"], h["valid_iwae"], color=colours[run], label=f"{r['label']}: IWAE")
+        ax.plot(h["epoch"], h["valid_elbo"], color=colours[run], linestyle="--", linewidth=0.8)
     if warm:
-        ax.axvspan(0, warm, color="grey", alpha=0.12, label="(b) trained by the ELBO")
+        ax.axvspan(0, warm, color="grey", alpha=0.12, label="self-contrastive runs: ELBO")
+    switches = results[sc_runs[0]]["switches"] if sc_runs else []
     for i, s in enumerate(switches):
         label = "noise := current VAE" if i == 0 else None
         ax.axvline(s, color="grey", linestyle=":", linewidth=1, label=label)
     skip = max(1, len(results["elbo"]["history"]["epoch"]) // 10)
     values = [
         v
-        for run in RUNS
+        for r in results.values()
         for key in ("valid_iwae", "valid_elbo")
-        for v in results[run]["history"][key][skip:]
+        for v in r["history"][key][skip:]
         if math.isfinite(v)
     ]
     if values:  # the first epochs are far below: keep the rest of the range readable
         low, high = min(values), max(values)
         ax.set_ylim(low - 0.05 * (high - low + 1), high + 0.05 * (high - low + 1))
-    ax.set_ylabel("validation bound (nats per image)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_ylabel("validation bound (nats per image)\nsolid IWAE, dashed ELBO")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
     if has_acc:
-        h = results["self_contrastive"]["history"]
         acc = axes[1, 0]
-        acc.plot(h["epoch"], h["accuracy"], color=colours["self_contrastive"])
+        for run in sc_runs:
+            h = results[run]["history"]
+            if "accuracy" in h:
+                acc.plot(h["epoch"], h["accuracy"], color=colours[run])
         for s in switches:
             acc.axvline(s, color="grey", linestyle=":", linewidth=1)
         acc.axhline(0.5, color="k", linewidth=0.5)
@@ -349,6 +407,20 @@ def plot(results: dict[str, Any], switches: list[int], warm: int, path: Path, ti
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def test_scores(test: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """The test scores logged during a run, by epoch."""
+    return {
+        str(int(e)): {"elbo": el, "iwae": iw, "iwae_stderr": se}
+        for e, el, iw, se in zip(
+            test["test_epoch"],
+            test["test_elbo"],
+            test["test_iwae"],
+            test["test_iwae_stderr"],
+            strict=True,
+        )
+    }
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -360,28 +432,31 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         return summary
     data = Data(args)
     results: dict[str, Any] = {}
-    for run in RUNS:
-        fit = train_run(run, data, args)
-        test = score(fit["vae"], data.test.to(args.device), args)
+    runs: list[tuple[str, Variant | None]] = [("elbo", None)]
+    runs += [(v.name, v) for v in args.variants]
+    for run, variant in runs:
+        fit = train_run(run, variant, data, args)
         h = fit["history"]
+        tests = test_scores(fit["test"])
+        seconds = [s for s in h["seconds"] if math.isfinite(s)]
         results[run] = {
-            "label": LABELS[run],
+            "label": ELBO_LABEL if variant is None else variant.label,
             "history": h,
             "final_valid": {"elbo": h["valid_elbo"][-1], "iwae": h["valid_iwae"][-1]},
-            "test": test,
-            "median_seconds_per_epoch": sorted(h["seconds"][1:])[len(h["seconds"][1:]) // 2]
-            if len(h["seconds"]) > 1
-            else math.nan,
+            "test": tests[str(args.num_epochs)],
+            "tests": tests,
+            "median_seconds_per_epoch": sorted(seconds)[len(seconds) // 2] if seconds else math.nan,
         }
-        if run == "self_contrastive":
+        if variant is not None:
             results[run]["switches"] = fit["switches"]
             results[run]["steps"] = steps(h, fit["switches"])
     summary = {
-        "settings": vars(args),
+        "settings": {k: v for k, v in vars(args).items() if k != "variants"}
+        | {"variants": [v.name for v in args.variants]},
         "command": " ".join(sys.argv),
         "machine": machine(),
         "first_noise": (
-            f"the VAE after {args.warm_start_epochs} ELBO epochs (run b's warm start)"
+            f"the VAE after {args.warm_start_epochs} ELBO epochs (the ELBO run's own)"
             if args.warm_start_epochs
             else "the VAE's initial (untrained) weights, copied at the first step"
         ),
@@ -392,10 +467,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def equal_time(elbo: dict[str, list[float]], seconds: float) -> tuple[float, float] | None:
+    """The ELBO run's epoch and validation IWAE once its training seconds reach
+    ``seconds`` (None when it stopped before)."""
+    total = 0.0
+    for epoch, s, iwae in zip(elbo["epoch"], elbo["seconds"], elbo["valid_iwae"], strict=True):
+        total += s if math.isfinite(s) else 0.0
+        if total >= seconds:
+            return epoch, iwae
+    return None
+
+
 def report(summary: dict[str, Any], out: Path) -> None:
     """Writes the PNG and the Markdown summary from the JSON summary (--report-only)."""
     settings, results = summary["settings"], summary["results"]
-    switches = results["self_contrastive"]["switches"]
+    sc_runs = self_contrastive_runs(results)
+    switches = results[sc_runs[0]]["switches"] if sc_runs else []
     warm = settings.get("warm_start_epochs", 0)
     title = (
         f"{settings['dataset']}: ELBO vs self-contrastive NCE (nu={settings['nu']:g}, "
@@ -404,42 +491,64 @@ def report(summary: dict[str, Any], out: Path) -> None:
     )
     if warm:
         title += f",\nafter {warm} ELBO epochs"
-    plot(results, switches, warm, out / f"{NAME}.png", title)
+    plot(results, warm, out / f"{NAME}.png", title)
     k = settings["eval_particles"]
+    kt = settings.get("test_particles") or k
     lines = [
         "# " + title.replace("\n", " "),
         "",
         f"Machine: {summary['machine']}. Command: `{summary['command']}`.",
         "",
-        f"| run | epochs | median s/epoch | valid ELBO | valid IWAE-{k} | "
-        f"test ELBO | test IWAE-{k} | ± s.e. |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"Validation: IWAE-{k} on {settings['curve_points']} images after every epoch; test: "
+        f"every test image, IWAE-{kt}, ± its standard error over images. "
+        "'seconds' is training time (scoring excluded).",
+        "",
+        f"| run | epochs | training seconds | median s/epoch | valid ELBO | valid IWAE-{k} | "
+        f"test ELBO | test IWAE-{kt} | ± s.e. |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for run in RUNS:
-        r = results[run]
+    for r in results.values():
+        h = r["history"]
+        for epoch, t in r.get("tests", {"": r["test"]}).items():
+            n = int(epoch) if epoch else len(h["epoch"]) - 1
+            index = h["epoch"].index(float(n)) if float(n) in h["epoch"] else -1
+            secs = sum(s for s in h["seconds"][: index + 1] if math.isfinite(s))
+            lines.append(
+                f"| {r['label']} | {n} | {secs:.0f} | {r['median_seconds_per_epoch']:.2f} | "
+                f"{h['valid_elbo'][index]:.2f} | {h['valid_iwae'][index]:.2f} | "
+                f"{t['elbo']:.2f} | {t['iwae']:.2f} | {t['iwae_stderr']:.2f} |"
+            )
+    lines += ["", "At equal training time (the ELBO run's validation curve):", ""]
+    for run in sc_runs:
+        h = results[run]["history"]
+        secs = sum(s for s in h["seconds"] if math.isfinite(s))
+        match = equal_time(results["elbo"]["history"], secs)
+        where = (
+            f"the ELBO run reached it after epoch {match[0]:.0f}, valid IWAE {match[1]:.2f}"
+            if match
+            else "the ELBO run stopped before it"
+        )
         lines.append(
-            f"| {r['label']} | {len(r['history']['epoch']) - 1} | "
-            f"{r['median_seconds_per_epoch']:.2f} | {r['final_valid']['elbo']:.2f} | "
-            f"{r['final_valid']['iwae']:.2f} | {r['test']['elbo']:.2f} | "
-            f"{r['test']['iwae']:.2f} | {r['test']['iwae_stderr']:.2f} |"
+            f"- {results[run]['label']}: {secs:.0f} s, valid IWAE {h['valid_iwae'][-1]:.2f}; "
+            + where
         )
     lines += [
         "",
         f"First noise: {summary['first_noise']}. The noise became the current VAE after "
         f"epochs {switches}.",
-        "",
     ]
-    for st in results["self_contrastive"]["steps"]:
-        lines.append(
-            f"- switch after epoch {st['switch_epoch']}: validation IWAE gain "
-            f"{st['gain_per_epoch_before']:+.3f} nats/epoch before, "
-            f"{st['gain_per_epoch_after']:+.3f} after"
-        )
+    for run in sc_runs:
+        lines += ["", f"{results[run]['label']}:", ""]
+        for st in results[run]["steps"]:
+            lines.append(
+                f"- switch after epoch {st['switch_epoch']}: validation IWAE gain "
+                f"{st['gain_per_epoch_before']:+.3f} nats/epoch before, "
+                f"{st['gain_per_epoch_after']:+.3f} after"
+            )
     (out / f"{NAME}.md").write_text("\n".join(lines) + "\n")
-    for run in RUNS:
-        r = results[run]
+    for r in results.values():
         print(
-            f"{r['label']:>22}: valid ELBO {r['final_valid']['elbo']:.2f}, IWAE "
+            f"{r['label']:>60}: valid ELBO {r['final_valid']['elbo']:.2f}, IWAE "
             f"{r['final_valid']['iwae']:.2f}; test ELBO {r['test']['elbo']:.2f}, IWAE "
             f"{r['test']['iwae']:.2f}"
         )
@@ -461,17 +570,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--particles", type=int, default=1, help="K of the NCE density bound")
     parser.add_argument("--bound", choices=["iwae", "elbo"], default="iwae")
     parser.add_argument(
-        "--guide-objective",
-        choices=["nce", "bound"],
+        "--variants",
         default="nce",
-        help="what trains the guide: the NCE loss through the bound, or the bound on the data",
+        help="self-contrastive runs, comma-separated, each GUIDE or GUIDE:ALPHA: GUIDE trains "
+        "the guide (nce: the NCE loss through the bound; bound: the bound on the data rows), "
+        "ALPHA < 0 the Rényi order of an upper bound for the VAE's density on noise samples "
+        "(-1: CUBO; default: --bound there too), K the particles of the bounds (default "
+        "--particles; at least 2 with ALPHA), e.g. nce,bound,nce:-1:5",
     )
     parser.add_argument(
-        "--noise-rows-alpha",
-        type=float,
+        "--elbo-epochs",
+        type=int,
         default=None,
-        help="Rényi order (< 0) of an upper bound for the VAE's density on noise samples "
-        "(-1: CUBO); default: --bound there too",
+        help="epochs of the ELBO run (default --num-epochs; more for an equal-time comparison; "
+        "it is scored on the test set after --num-epochs too)",
     )
     parser.add_argument("--architecture", choices=["burda", "pyro", "conv"], default="burda")
     parser.add_argument("--z-dim", type=int, default=None, help="50 (MNIST) or 16 (digits)")
@@ -479,6 +591,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-particles", type=int, default=100)
     parser.add_argument("--elbo-particles", type=int, default=10)
+    parser.add_argument(
+        "--test-particles", type=int, default=None, help="IWAE-K on the test set (--eval-particles)"
+    )
     parser.add_argument(
         "--curve-points", type=int, default=2000, help="validation images scored per epoch"
     )
@@ -496,12 +611,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke_test:
         args.dataset, args.num_epochs, args.refresh_every = "digits", 2, 1
         args.eval_particles, args.elbo_particles, args.no_progress = 5, 2, True
+    if args.elbo_epochs is None:
+        args.elbo_epochs = args.num_epochs
+    if args.test_particles is None:
+        args.test_particles = args.eval_particles
+    try:
+        args.variants = [Variant(v, args.particles) for v in args.variants.split(",") if v]
+    except ValueError as error:
+        parser.error(str(error))
+    if len({v.name for v in args.variants}) != len(args.variants):
+        parser.error("--variants names a variant twice")
+    if args.elbo_epochs < args.num_epochs:
+        parser.error("--elbo-epochs must be at least --num-epochs")
     if args.z_dim is None:
         args.z_dim = 50 if args.dataset == "mnist" else 16
     if args.checkpoint_dir is None:
         args.checkpoint_dir = str(Path(args.out) / "checkpoints")
     names = ("num_epochs", "refresh_every", "particles", "batch_size", "eval_particles")
-    for name in (*names, "elbo_particles", "curve_points"):
+    for name in (*names, "elbo_particles", "curve_points", "test_particles"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.warm_start_epochs < args.num_epochs:

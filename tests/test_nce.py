@@ -12,6 +12,7 @@ L-BFGS closure), which is the estimator the theorem describes.
 """
 
 import math
+import warnings
 from collections.abc import Callable
 
 import pyro
@@ -21,9 +22,11 @@ import torch
 from torch import nn
 
 from pyrogen.inference import NCE, SelfContrastive, Trainer, critic, empty_guide
+from pyrogen.inference.densities import Bound, log_density
 from pyrogen.inference.nce import NCELogits
 from pyrogen.inference.renyi import renyi_reduce
 from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian, build_vae
+from pyrogen.warnings import PyrogenWarning
 
 Z = 5.0
 M, S = 1.5, 0.7  # the data: N(M, S^2)
@@ -637,3 +640,26 @@ def test_noise_rows_alpha_must_be_negative() -> None:
         with pytest.raises(ValueError, match="noise_rows_alpha must be a negative Rényi order"):
             NCE(dist.Normal(0.0, 1.0), noise_rows_alpha=bad)  # type: ignore[arg-type]
     assert "noise_rows_alpha=-1" in repr(NCE(dist.Normal(0.0, 1.0), noise_rows_alpha=-1))
+
+
+def test_noise_rows_alpha_with_one_particle_warns_once() -> None:
+    """With K = 1 every Rényi order gives log w (the orders' bounds agree on the same draws),
+    so the variant cannot differ from the lower bound: it says so once instead of silently
+    training the lower bound."""
+    model = ConjugateGaussian(dim=D, prior_scale=S0, obs_scale=SIGMA)
+    guide = AmortizedGaussianGuide(dim=D)
+    data = torch.randn(20, D, generator=torch.Generator().manual_seed(2))
+    by_order = []
+    for alpha in (-1.0, 0.0, 0.5):
+        pyro.set_rng_seed(3)
+        by_order.append(log_density(model, guide, data, Bound(alpha, 1, math.inf, True)))
+    assert torch.allclose(by_order[0], by_order[1]) and torch.allclose(by_order[0], by_order[2])
+    upper = NCE(dist.Normal(torch.zeros(D), 2.0).to_event(1), noise_rows_alpha=-1.0)
+    with pytest.warns(PyrogenWarning, match="no effect with num_particles=1"):
+        upper.logits(model, guide, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        upper.logits(model, guide, data)  # once only
+        NCE(
+            dist.Normal(torch.zeros(D), 2.0).to_event(1), num_particles=2, noise_rows_alpha=-1.0
+        ).logits(model, guide, data)

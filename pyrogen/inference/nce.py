@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -72,6 +73,7 @@ from pyrogen.inference import critic
 from pyrogen.inference.densities import Bound, has_guide, held_fixed, log_density, model_parameters
 from pyrogen.inference.noise import DistributionNoise, ModelNoise, Noise
 from pyrogen.inference.objective import Objective, frozen
+from pyrogen.warnings import PyrogenWarning
 
 __all__ = ["NCE", "NCELogits"]
 
@@ -221,6 +223,7 @@ class NCE(Objective):
                 float(noise_rows_alpha), num_particles, max_plate_nesting, vectorize_particles
             )
         self.noise_rows_alpha = noise_rows_alpha
+        self._warned_one_particle = False
         self.normalizer: _LogNormalizer | None = None
         """The learned log-normalizer's module (``learn_log_normalizer=True``), else None: a
         player of role "model", Pyro name ``"<name>$$$log_Z"``."""
@@ -308,6 +311,14 @@ class NCE(Objective):
         if self.guide_objective == "bound" and has_guide(guide):
             scorer = held_fixed(guide)
         if self._noise_rows_bound is not None and has_guide(scorer):
+            if self.num_particles == 1 and not self._warned_one_particle:
+                self._warned_one_particle = True
+                warnings.warn(
+                    "noise_rows_alpha has no effect with num_particles=1: with one particle "
+                    "every Rényi order gives the same estimate, log w; use num_particles > 1",
+                    PyrogenWarning,
+                    stacklevel=3,
+                )
             # data rows by the lower bound, noise rows by the upper one
             log_model = torch.cat(
                 [
