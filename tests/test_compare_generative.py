@@ -84,6 +84,31 @@ def test_a_seconds_budget_stops_at_the_first_chunk_past_it(tmp_path) -> None:  #
     assert "cut at 0.001 s" in (tmp_path / "results.md").read_text()
 
 
+def test_a_budget_in_gradient_evaluations_pays_for_every_roles_updates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """120 evaluations: the GAN (1 critic + 1 generator update) runs 60 iterations, WGAN-GP
+    (5 + 1) 20; KALE's schedule (100 energy updates at its first iteration) buys it one;
+    rows state what they spent, never above the budget."""
+    budget = GenerativeBudget(batch_size=32, gradient_evaluations=120)
+    result = run_generative(
+        tiny_ring(), ["gan", "wgan-gp", "kale"], budget, tmp_path, progress=False
+    )
+    spent = {r["family"]: (r["iterations"], r["gradient_evaluations"]) for r in result.rows}
+    assert spent["gan"] == (60, 120) and spent["wgan-gp"] == (20, 120)
+    iterations, evaluations = spent["kale (base generator)"]
+    assert iterations >= 1 and evaluations <= 120
+    assert "120 gradient evaluations per family" in (tmp_path / "results.md").read_text()
+    with pytest.raises(ValueError, match="less than one iteration"):
+        run_generative(
+            tiny_ring(),
+            ["wgan"],
+            GenerativeBudget(gradient_evaluations=5),
+            tmp_path,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="gradient_evaluations must be a positive int"):
+        run_generative(tiny_ring(), ["gan"], GenerativeBudget(gradient_evaluations=0), tmp_path)
+
+
 def test_bad_input_is_refused_with_the_choices(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="unknown generative problem 'moons'"):
         run_generative("moons", ["gan"], TINY, tmp_path)

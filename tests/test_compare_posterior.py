@@ -30,8 +30,10 @@ TINY = PosteriorBudget(
     reference_warmup=50,
     reference_draws=100,
     khat_draws=300,
+    avb_draws=16,
+    avb_critic_steps=2,
 )
-ALL = ["mean-field", "full-rank", "renyi:0.5", "iwae", "hmc"]
+ALL = ["mean-field", "full-rank", "renyi:0.5", "iwae", "avb", "hmc"]
 
 
 def test_every_family_gives_its_row_on_an_exact_problem(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -42,11 +44,13 @@ def test_every_family_gives_its_row_on_an_exact_problem(tmp_path) -> None:  # ty
     for s in result.summary:
         assert math.isfinite(s["max_abs_mean_error"]) and math.isfinite(s["max_abs_sd_error"])
         assert s["gradient_evaluations"] > 0 and s["seconds"] > 0
-        assert (s["khat"] is None) == (s["fit"] == "hmc")
+        assert (s["khat"] is None) == (s["fit"] in ("hmc", "avb"))  # AVB's guide has no density
         assert (s.get("r_hat") is not None) == (s["fit"] == "hmc")
         assert (s.get("ess_per_second", 0) or 0) >= 0
-    guides = [s for s in result.summary if s["fit"] != "hmc"]
+    guides = [s for s in result.summary if s["fit"] not in ("hmc", "avb")]
     assert all(s["gradient_evaluations"] == 90 * 4 for s in guides)  # one budget for all
+    (avb,) = [s for s in result.summary if s["fit"] == "avb"]
+    assert avb["gradient_evaluations"] == 90 * 16  # as many steps, 16 draws each
     assert {f.name for f in result.files} == {
         "results.md",
         "results.csv",
@@ -120,3 +124,24 @@ def test_bishops_linear_regression_is_a_harness_problem(tmp_path) -> None:  # ty
     assert math.isfinite(row["max_abs_mean_error"]) and row["gradient_evaluations"] == 90 * 4
     sites = {r["parameter"] for r in result.rows}
     assert {"alpha", "w"} <= {s.split("[")[0] for s in sites}
+
+
+def test_a_budget_in_gradient_evaluations_sets_every_guides_steps(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """1,000 evaluations: 250 steps of K = 4 for the Gaussian guides, 62 of 16 draws for AVB
+    (the remainder unspent); HMC keeps its draws and shows its count; the table says so."""
+    budget = PosteriorBudget(**{**vars(TINY), "gradient_evaluations": 1000})
+    assert budget.guide_steps(4) == 250 and budget.guide_steps(16) == 62
+    result = run_posterior(
+        POSTERIOR_PROBLEMS["correlated-gaussian"](),
+        ["mean-field", "avb", "hmc"],
+        budget,
+        tmp_path,
+        progress=False,
+    )
+    evals = {s["fit"]: s["gradient_evaluations"] for s in result.summary}
+    assert evals["mean-field"] == 1000 and evals["avb"] == 62 * 16 and evals["hmc"] > 0
+    text = (tmp_path / "results.md").read_text()
+    assert "1,000 gradient evaluations per guide: guides 250 Adam steps" in text
+    assert "AVB 62 steps of 16 draws" in text
+    with pytest.raises(ValueError, match="less than one step of 16 draws"):
+        PosteriorBudget(gradient_evaluations=10, avb_draws=16).guide_steps(16)

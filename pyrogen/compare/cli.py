@@ -73,8 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="posterior problems: mean-field, full-rank, renyi:ALPHA, iwae, hmc (default: "
-        "all but renyi:ALPHA at 0.5 only); ring, grid, rbm-digits: see --list",
+        help="posterior problems: mean-field, full-rank, renyi:ALPHA, iwae, avb, hmc "
+        "(default: all, renyi:ALPHA at 0.5 only); ring, grid, rbm-digits: see --list",
     )
     parser.add_argument(
         "--iterations",
@@ -87,6 +87,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="ring, grid, rbm-digits: also stop each family after this much training",
+    )
+    parser.add_argument(
+        "--gradient-evaluations",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ring, grid, rbm-digits: a budget of N updates per family (every role's), in "
+        "place of --iterations; posterior problems: N draws of the model's gradient per "
+        "guide, in place of --steps (HMC keeps its draws; its evaluations are shown)",
     )
     parser.add_argument("--steps", type=int, default=3000, help="posterior problems: SVI steps")
     parser.add_argument("--particles", type=int, default=8, help="posterior problems: K")
@@ -159,7 +168,12 @@ def _report(result: Any) -> int:
 def _posterior(args: argparse.Namespace) -> int:
     out = args.out if args.out != CompareConfig().out else f"runs/compare-{args.problem}"
     try:
-        budget = PosteriorBudget(steps=args.steps, particles=args.particles, seed=args.seed)
+        budget = PosteriorBudget(
+            steps=args.steps,
+            particles=args.particles,
+            seed=args.seed,
+            gradient_evaluations=args.gradient_evaluations,
+        )
         result = run_posterior(
             POSTERIOR_PROBLEMS[args.problem](), args.families, budget, out, args.progress
         )
@@ -173,7 +187,9 @@ def _generative(args: argparse.Namespace) -> int:
     out = args.out if args.out != CompareConfig().out else f"runs/compare-{args.problem}"
     batch = args.batch_size if args.batch_size != CompareConfig().batch_size else None
     try:
-        budget = GenerativeBudget(args.iterations, args.seconds, batch, args.seed)
+        budget = GenerativeBudget(
+            args.iterations, args.seconds, batch, args.seed, args.gradient_evaluations
+        )
         result = run_generative(args.problem, args.families, budget, out, args.progress)
     except ValueError as exc:
         print(f"pyrogen compare: error: {exc}", file=sys.stderr)
@@ -212,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.problem in POSTERIOR_PROBLEMS:
         if args.families is None:
-            args.families = ["mean-field", "full-rank", "renyi:0.5", "iwae", "hmc"]
+            args.families = ["mean-field", "full-rank", "renyi:0.5", "iwae", "avb", "hmc"]
         return _posterior(args)
     if args.problem in GENERATIVE_PROBLEMS:
         return _generative(args)

@@ -22,10 +22,13 @@ how to fit. Two kinds are registered in :data:`GENERATIVE_PROBLEMS`:
   NCE its learned log Z.
 
 Budgets (:class:`GenerativeBudget`) are iterations (one generator or model update each,
-with the objective's own critic steps) and optionally seconds: training runs in chunks and
-stops at the first chunk past the time. Every learning rate decays linearly to 0 over the
-iterations (the protocol of ``benchmarks/gan_modes.py``). Each row states its iterations,
-gradient evaluations (critic and generator updates) and seconds. Finished families are kept
+with the objective's own critic steps) or gradient evaluations (every role's updates
+counted, so a WGAN's five critic steps per generator step and KALE's energy phases are paid
+for: each family runs as many iterations as the budget buys), and optionally seconds:
+training runs in chunks and stops at the first chunk past the time. Every learning rate
+decays linearly to 0 over the iterations (the protocol of ``benchmarks/gan_modes.py``).
+Each row states its iterations, gradient evaluations (critic and generator updates) and
+seconds. Finished families are kept
 in the output folder (``fits/<family>.json``) and not run again by the same command.
 
 Example::
@@ -80,6 +83,17 @@ class GenerativeBudget:
     seconds: float | None = None
     batch_size: int | None = None  # None: the problem's own (256 mixtures, 100 RBM)
     seed: int = 0
+    gradient_evaluations: int | None = None
+
+    def describe(self) -> str:
+        """The budget in words, for the tables."""
+        if self.gradient_evaluations is not None:
+            text = f"{self.gradient_evaluations:,} gradient evaluations per family"
+        else:
+            text = f"{self.iterations:,} iterations per family"
+        if self.seconds is not None:
+            text += f", cut at {self.seconds:g} s of training"
+        return text
 
     def check(self) -> None:
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int):
@@ -90,6 +104,14 @@ class GenerativeBudget:
             raise ValueError(f"seconds must be positive, got {self.seconds}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.gradient_evaluations is not None and (
+            isinstance(self.gradient_evaluations, bool)
+            or not isinstance(self.gradient_evaluations, int)
+            or self.gradient_evaluations < 1
+        ):
+            raise ValueError(
+                f"gradient_evaluations must be a positive int, got {self.gradient_evaluations!r}"
+            )
 
 
 @dataclass
@@ -109,11 +131,9 @@ class GenerativeResult:
             cells = [r["family"], *(_fmt(r.get(c)) for c in self.columns)]
             cells += [str(r["iterations"]), str(r["gradient_evaluations"]), f"{r['seconds']:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
-        b = self.budget
-        cut = f", cut at {b.seconds:g} s" if b.seconds else ""
         lines.append("")
         lines.append(
-            f"Problem {self.problem}; budget {b.iterations} iterations{cut}, seed {b.seed}."
+            f"Problem {self.problem}; budget {self.budget.describe()}, seed {self.budget.seed}."
         )
         return "\n".join(lines)
 
@@ -131,17 +151,19 @@ def _fmt(value: Any) -> str:
 def _train(
     trainer: Trainer, data: Tensor, budget: GenerativeBudget, batch_size: int, chunk: int = 50
 ) -> tuple[int, float]:
-    """Runs ``trainer`` up to the budget in chunks of ``chunk`` iterations (the clock is read
-    between chunks; every learning rate decays linearly to 0 over ``budget.iterations``, set
-    at the start of each chunk); returns the iterations done and the seconds spent."""
+    """Runs ``trainer`` up to the budget (:func:`_iterations`) in chunks of ``chunk``
+    iterations (the clock is read between chunks; every learning rate decays linearly to 0
+    over the budget's iterations, set at the start of each chunk); returns the iterations
+    done and the seconds spent."""
     start = time.perf_counter()
+    total = _iterations(trainer, budget)
     done = 0
-    while done < budget.iterations:
+    while done < total:
         for opt in trainer.optimizers.values():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
-                group["lr"] = group["initial_lr"] * (1 - done / budget.iterations)
-        done = min(done + chunk, budget.iterations)
+                group["lr"] = group["initial_lr"] * (1 - done / total)
+        done = min(done + chunk, total)
         trainer.fit(data, done, batch_size, seed=budget.seed)
         if budget.seconds is not None and time.perf_counter() - start >= budget.seconds:
             break
@@ -150,10 +172,27 @@ def _train(
 
 def _gradient_evaluations(trainer: Trainer, iterations: int) -> int:
     """Updates of every role over ``iterations`` iterations, as the trainer scheduled them."""
-    fixed = trainer._fixed_steps
-    return sum(
-        sum((dict(trainer.objective.steps_at(i)) | fixed).values()) for i in range(iterations)
-    )
+    return sum(sum(trainer.steps_at(i).values()) for i in range(iterations))
+
+
+def _iterations(trainer: Trainer, budget: GenerativeBudget) -> int:
+    """The iterations ``trainer`` may run: ``budget.iterations``, or as many as
+    ``budget.gradient_evaluations`` pays for (every role's updates counted as the trainer
+    schedules them, so a critic's extra steps and KALE's energy phases count)."""
+    if budget.gradient_evaluations is None:
+        return budget.iterations
+    spent, done = 0, 0
+    while True:
+        step = sum(trainer.steps_at(done).values())
+        if spent + step > budget.gradient_evaluations:
+            break
+        spent, done = spent + step, done + 1
+    if done < 1:
+        raise ValueError(
+            f"a budget of {budget.gradient_evaluations} gradient evaluations is less than one "
+            f"iteration ({sum(trainer.steps_at(0).values())} updates)"
+        )
+    return done
 
 
 class MixtureProblem:

@@ -7,11 +7,16 @@ the exact posterior moments. A family fits it:
 * ``mean-field`` / ``full-rank``: Pyro's ``AutoNormal`` / ``AutoMultivariateNormal`` under
   the ELBO;
 * ``renyi:ALPHA`` and ``iwae``: the mean-field guide under the Rényi bound / IWAE;
+* ``avb``: an implicit guide (no density) by AVB with adaptive contrast through the model's
+  potential (:func:`~pyrogen.inference.avb_posterior.fit_avb_posterior`);
 * ``hmc``: pyrogen's batched HMC (4 chains by default).
 
 Guides are fitted by :func:`~pyrogen.inference.fit.fit_guide` (Adam, the step cut by 0.3 at
 each third, parameters averaged over the last third) with the same steps and particles, so
-their gradient evaluations are equal; HMC's are counted and shown beside them. Each fit is
+their gradient evaluations are equal; AVB takes as many steps with ``avb_draws`` draws each.
+A budget in gradient evaluations (``PosteriorBudget.gradient_evaluations``) sets every
+guide's steps instead: that many evaluations divided by its draws per step. HMC's cost is
+its chains and draws; its gradient evaluations are counted and shown beside the others. Each fit is
 scored by :func:`~pyrogen.metrics.compare_posteriors` (mean and sd errors in reference-sd
 units, PSIS k-hat) and drawn in one forest plot.
 
@@ -49,6 +54,7 @@ import pyro
 import torch
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
+from pyrogen.inference.avb_posterior import fit_avb_posterior
 from pyrogen.inference.fit import fit_guide
 from pyrogen.inference.mcmc import sample
 from pyrogen.inference.renyi import RenyiBound
@@ -82,9 +88,11 @@ class PosteriorProblem:
 
 @dataclass
 class PosteriorBudget:
-    """Every guide: ``steps`` Adam steps at ``lr`` with ``particles`` particles; HMC:
-    ``hmc_chains`` x ``hmc_draws`` after ``hmc_warmup``; the reference HMC run (when there is
-    no exact answer) and the k-hat draws."""
+    """Every guide: ``steps`` Adam steps at ``lr`` with ``particles`` particles (AVB:
+    ``avb_draws`` draws and ``avb_critic_steps`` critic updates per step), or as many steps
+    as ``gradient_evaluations`` allows when it is set; HMC: ``hmc_chains`` x ``hmc_draws``
+    after ``hmc_warmup``; the reference HMC run (when there is no exact answer) and the
+    k-hat draws."""
 
     steps: int = 3000
     lr: float = 0.01
@@ -97,6 +105,22 @@ class PosteriorBudget:
     reference_draws: int = 2000
     khat_draws: int = 4000
     seed: int = 0
+    avb_draws: int = 256
+    avb_critic_steps: int = 5
+    gradient_evaluations: int | None = None
+
+    def guide_steps(self, draws_per_step: int) -> int:
+        """Steps of a guide that draws ``draws_per_step`` particles per step: ``steps``, or
+        the gradient-evaluation budget divided by them."""
+        if self.gradient_evaluations is None:
+            return self.steps
+        steps = self.gradient_evaluations // draws_per_step
+        if steps < 1:
+            raise ValueError(
+                f"a budget of {self.gradient_evaluations} gradient evaluations is less than "
+                f"one step of {draws_per_step} draws"
+            )
+        return steps
 
 
 FAMILIES: dict[str, str] = {
@@ -104,6 +128,7 @@ FAMILIES: dict[str, str] = {
     "full-rank": "AutoMultivariateNormal under the ELBO",
     "renyi:ALPHA": "AutoNormal under the Rényi bound of order ALPHA (K particles)",
     "iwae": "AutoNormal under IWAE (the Rényi bound at alpha = 0)",
+    "avb": "an implicit guide (no density) by AVB with adaptive contrast, through the potential",
     "hmc": "pyrogen's batched HMC (ChEES trajectories, target acceptance 0.95)",
 }
 
@@ -201,6 +226,20 @@ def _fit_family(
             **_chain_diagnostics(run, seconds),
         }
     pyro.clear_param_store()
+    if base == "avb":
+        avb = fit_avb_posterior(
+            problem.model,
+            *problem.args,
+            num_steps=budget.guide_steps(budget.avb_draws),
+            draws=budget.avb_draws,
+            critic_steps=budget.avb_critic_steps,
+            seed=budget.seed,
+        )
+        pyro.set_rng_seed(budget.seed + 1)
+        return avb.draws(budget.khat_draws), {
+            "seconds": avb.seconds,
+            "gradient_evaluations": avb.gradient_evaluations,
+        }
     guide = (AutoMultivariateNormal if base == "full-rank" else AutoNormal)(problem.model)
     order = {"mean-field": 1.0, "full-rank": 1.0, "iwae": 0.0}.get(base, alpha)
     assert order is not None
@@ -210,7 +249,7 @@ def _fit_family(
         guide,
         objective,
         *problem.args,
-        num_steps=budget.steps,
+        num_steps=budget.guide_steps(budget.particles),
         lr=budget.lr,
         seed=budget.seed,
     )
@@ -284,8 +323,21 @@ def _write(
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     result = PosteriorResult(problem.name, how, summary, rows, [])
+    steps = budget.guide_steps(budget.particles)
+    avb = (
+        f"; AVB {budget.guide_steps(budget.avb_draws)} steps of {budget.avb_draws} draws and "
+        f"{budget.avb_critic_steps} critic steps (Adam 3e-4 / 1e-3), no k-hat (no density)"
+        if any(s["fit"] == "avb" for s in summary)
+        else ""
+    )
+    total = (
+        f"{budget.gradient_evaluations:,} gradient evaluations per guide: "
+        if budget.gradient_evaluations is not None
+        else ""
+    )
     budget_line = (
-        f"Budget: guides {budget.steps} Adam steps (lr {budget.lr}, K = {budget.particles}); "
+        f"Budget: {total}guides {steps} Adam steps (lr {budget.lr}, K = {budget.particles})"
+        f"{avb}; "
         f"HMC {budget.hmc_chains} chains x {budget.hmc_draws} draws after {budget.hmc_warmup} "
         f"warm-up; k-hat from {budget.khat_draws} draws (reliable below "
         f"{khat_threshold(budget.khat_draws):.2f})."

@@ -1,6 +1,7 @@
 """Objectives for Pyro model/guide pairs; batched samplers in ``pyrogen.inference.mcmc``."""
 
 from pyrogen.inference.avb import AVB, AVBLosses, implicit_sample
+from pyrogen.inference.avb_posterior import fit_avb_posterior
 from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
 from pyrogen.inference.gebm import GEBM, GEBMSamples
@@ -36,6 +37,7 @@ __all__ = [
     "Trainer",
     "VRMax",
     "empty_guide",
+    "fit_avb_posterior",
     "implicit_sample",
     "log_weights",
     "renyi_reduce",

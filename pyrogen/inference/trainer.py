@@ -430,6 +430,12 @@ class Trainer:
         return True
 
     # The loop.
+    def steps_at(self, iteration: int) -> dict[str, int]:
+        """Updates of each role at ``iteration`` (from 0): the objective's schedule, with the
+        ``steps=`` given to the trainer in its place; what a budget in gradient
+        evaluations counts."""
+        return dict(self.objective.steps_at(iteration)) | self._fixed_steps
+
     def log(self, key: str, value: float) -> None:
         """Append ``value`` to ``history[key]`` (checkpointed with the rest)."""
         self.history.setdefault(key, []).append(value)
@@ -707,7 +713,7 @@ class Trainer:
         """One iteration: every role's updates, each on a fresh batch; then the hooks."""
         self._passes_done = 0
         # the objective's schedule for this iteration; steps= given to the trainer win
-        self.steps = dict(self.objective.steps_at(self.iteration)) | self._fixed_steps
+        self.steps = self.steps_at(self.iteration)
         for role in self.roles:
             check_int(f"steps[{role!r}] at iteration {self.iteration}", self.steps[role], 1)
         for role in self.roles:
