@@ -151,6 +151,14 @@ def parse_family(name: str) -> tuple[str, float | None]:
     return base, None
 
 
+def parse_family_or_none(name: str) -> tuple[str, float | None] | None:
+    """:func:`parse_family`, or None for a name that is no family."""
+    try:
+        return parse_family(name)
+    except ValueError:
+        return None
+
+
 class PosteriorResult(NamedTuple):
     """The per-fit summary rows, the per-parameter rows, the reference's description and
     the files written (if any)."""
@@ -208,6 +216,26 @@ def _chain_diagnostics(run: Any, seconds: float) -> dict[str, float | None]:
     return {"r_hat": rhat, "ess_per_second": ess / seconds}
 
 
+def _fit_guide(
+    problem: PosteriorProblem, guide: Any, order: float, budget: PosteriorBudget
+) -> tuple[Any, dict[str, Any]]:
+    """A guide module fitted under the Rényi bound of ``order`` (1: the ELBO) at the
+    budget, then drawn and weighed for k-hat."""
+    objective = RenyiBound(order, budget.particles)
+    fit = fit_guide(
+        problem.model,
+        guide,
+        objective,
+        *problem.args,
+        num_steps=budget.guide_steps(budget.particles),
+        lr=budget.lr,
+        seed=budget.seed,
+    )
+    pyro.set_rng_seed(budget.seed + 1)
+    draws = draw_guide(problem.model, guide, *problem.args, num_samples=budget.khat_draws)
+    return draws, {"seconds": fit.seconds, "gradient_evaluations": fit.gradient_evaluations}
+
+
 def _fit_family(
     problem: PosteriorProblem, family: str, budget: PosteriorBudget
 ) -> tuple[Any, dict[str, Any]]:
@@ -243,19 +271,7 @@ def _fit_family(
     guide = (AutoMultivariateNormal if base == "full-rank" else AutoNormal)(problem.model)
     order = {"mean-field": 1.0, "full-rank": 1.0, "iwae": 0.0}.get(base, alpha)
     assert order is not None
-    objective = RenyiBound(order, budget.particles)
-    fit = fit_guide(
-        problem.model,
-        guide,
-        objective,
-        *problem.args,
-        num_steps=budget.guide_steps(budget.particles),
-        lr=budget.lr,
-        seed=budget.seed,
-    )
-    pyro.set_rng_seed(budget.seed + 1)
-    draws = draw_guide(problem.model, guide, *problem.args, num_samples=budget.khat_draws)
-    return draws, {"seconds": fit.seconds, "gradient_evaluations": fit.gradient_evaluations}
+    return _fit_guide(problem, guide, order, budget)
 
 
 def run_posterior(
@@ -264,14 +280,28 @@ def run_posterior(
     budget: PosteriorBudget | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    guides: Mapping[str, Any] | None = None,
 ) -> PosteriorResult:
     """Fit ``problem`` with every family at ``budget`` and compare them with the exact
     moments or a reference HMC run; with ``out``, write ``results.{md,csv,json}`` and
-    ``forest.png`` there."""
+    ``forest.png`` there.
+
+    ``guides``: the user's own guides by name, each a ``torch.nn.Module`` Pyro guide (an
+    autoguide, a ``PyroModule``, any module whose parameters are the guide's), fitted under
+    the ELBO at the same budget as the families' guides and scored beside them."""
     budget = budget or PosteriorBudget()
     for family in families:
         parse_family(family)
-    if not families:
+    guides = dict(guides or {})
+    for name, guide in guides.items():
+        if name in families or parse_family_or_none(name) is not None:
+            raise ValueError(f"guide name {name!r} is a family's name; give it another")
+        if not isinstance(guide, torch.nn.Module):
+            raise TypeError(
+                f"guide {name!r} must be a torch.nn.Module (an autoguide, a PyroModule...) so "
+                f"that its parameters can be fitted and averaged, got {type(guide).__name__}"
+            )
+    if not families and not guides:
         raise ValueError("no families to fit")
     fits: dict[str, Any] = {}
     costs: dict[str, dict[str, Any]] = {}
@@ -298,6 +328,11 @@ def run_posterior(
         fits[family], costs[family] = _fit_family(problem, family, budget)
         if progress:
             print(f"{problem.name}: {family} in {costs[family]['seconds']:.1f} s", flush=True)
+    for name, guide in guides.items():
+        pyro.clear_param_store()
+        fits[name], costs[name] = _fit_guide(problem, guide, 1.0, budget)
+        if progress:
+            print(f"{problem.name}: {name} in {costs[name]['seconds']:.1f} s", flush=True)
     comparison = compare_posteriors(fits, reference=reference, sites=problem.sites)
     summary = []
     for s in comparison.summary:
