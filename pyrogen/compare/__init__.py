@@ -18,7 +18,10 @@ output folder:
 Objectives are named ``elbo``, ``iwae[:K]``, ``renyi:ALPHA[:K]``, ``vrmax[:K]`` (K defaults
 to 5): the default set is ELBO, IWAE (K = 5), Rényi alpha = 0.5 and alpha = -1 (K = 5), and
 VR-max (K = 5), as in Variational Inference with Rényi Divergence (Li & Turner, 2016,
-https://arxiv.org/abs/1602.02311).
+https://arxiv.org/abs/1602.02311). ``avb`` and ``avb-ac`` (Adversarial Variational Bayes,
+without and with adaptive contrast; not in the default set) train an implicit encoder with a
+critic beside the same decoder, and are scored from a Gaussian fitted to its draws (see
+:mod:`~pyrogen.compare.run`).
 
 Modules: :mod:`~pyrogen.compare.config` (settings, objective names),
 :mod:`~pyrogen.compare.run` (data, fitting, scoring), :mod:`~pyrogen.compare.report` (table

@@ -23,6 +23,9 @@ OBJECTIVE_NAMES = {
     "iwae[:K]": "IWAE with K particles (default 5)",
     "renyi:ALPHA[:K]": "the Rényi bound of order ALPHA",
     "vrmax[:K]": "VR-max (alpha = -inf)",
+    "avb": "adversarial variational Bayes: an implicit encoder, a critic for log q "
+    "(scored from a Gaussian fitted to its draws)",
+    "avb-ac": "AVB with adaptive contrast (the basis encoder, which knows its moments)",
 }
 
 
@@ -32,8 +35,9 @@ TOUR = {
 }
 
 VAE_PROBLEMS = {
-    "digits-vae": "a VAE on scikit-learn's 8x8 digits under the Rényi family (the default)",
-    "mnist-vae": "a VAE on dynamically binarized MNIST under the Rényi family (--data-dir)",
+    "digits-vae": "a VAE on scikit-learn's 8x8 digits under the Rényi family or AVB (the "
+    "default problem)",
+    "mnist-vae": "a VAE on dynamically binarized MNIST under the Rényi family or AVB (--data-dir)",
 }
 
 
@@ -108,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_OBJECTIVES),
         metavar="NAME",
-        help="elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K]",
+        help="elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K], avb, avb-ac",
     )
     parser.add_argument(
         "--architecture", choices=ARCHITECTURES, default=d.architecture, help="the VAE's networks"

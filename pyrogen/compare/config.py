@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
-from pyrogen.inference import IWAE, Objective, RenyiBound, VRMax
+from pyrogen.inference import AVB, IWAE, Objective, RenyiBound, VRMax
 from pyrogen.models import ARCHITECTURES, LIKELIHOODS
 
 __all__ = ["DATASETS", "DEFAULT_OBJECTIVES", "CompareConfig", "ObjectiveSpec", "parse_objective"]
@@ -22,11 +23,17 @@ _RESUMABLE = {"epochs", "out", "resume", "overwrite", "progress", "data_dir", "t
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """A parsed objective name: a file-safe key, a label for tables and a factory."""
+    """A parsed objective name: a file-safe key, a label for tables and a factory.
+
+    ``make()`` builds a bound of the Gaussian VAE; for the AVB rows (``implicit``) it takes
+    the critic, ``make(critic)``, and the VAE's guide is an implicit encoder (see
+    :mod:`pyrogen.compare.run`)."""
 
     key: str
     label: str
-    make: Callable[[], Objective]
+    make: Callable[..., Objective]
+    implicit: bool = False  # AVB: an implicit guide and a critic
+    adaptive_contrast: bool = False  # AVB with adaptive contrast (its encoder's moments)
 
 
 def _positive_int(text: str, what: str) -> int:
@@ -39,11 +46,33 @@ def _positive_int(text: str, what: str) -> int:
     return value
 
 
+def _avb(adaptive_contrast: bool) -> Callable[[nn.Module], Objective]:
+    """AVB with ``critic``: one critic update per model update, and with adaptive contrast
+    one draw per row (the basis encoder gives its own moments)."""
+
+    def make(critic: nn.Module) -> Objective:
+        return AVB(critic, critic_steps=1, adaptive_contrast=adaptive_contrast)
+
+    return make
+
+
 def parse_objective(name: str) -> ObjectiveSpec:
-    """``elbo``, ``iwae[:K]``, ``renyi:ALPHA[:K]`` or ``vrmax[:K]`` -> :class:`ObjectiveSpec`."""
+    """``elbo``, ``iwae[:K]``, ``renyi:ALPHA[:K]``, ``vrmax[:K]``, ``avb`` or ``avb-ac`` ->
+    :class:`ObjectiveSpec`."""
     parts = name.strip().lower().split(":")
     head, rest = parts[0], parts[1:]
-    usage = "objectives are elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K]"
+    usage = "objectives are elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K], avb, avb-ac"
+    if head in ("avb", "avb-ac"):
+        if rest:
+            raise ValueError(f"{head} takes no :K or other setting, got {name!r}; {usage}")
+        ac = head == "avb-ac"
+        return ObjectiveSpec(
+            "avb_ac" if ac else "avb",
+            "AVB + AC" if ac else "AVB",
+            _avb(ac),
+            implicit=True,
+            adaptive_contrast=ac,
+        )
     # One plate (the data) in every VAE: saying so skips the plate-depth probe.
     nest = 1
     if head == "elbo" and not rest:

@@ -11,6 +11,20 @@ finished result instead of training again. The final scoring draws from a forked
 state, so a finished checkpoint continues (a longer ``--epochs``) exactly as an
 uninterrupted run.
 
+**AVB rows** (``avb``, ``avb-ac``): the Gaussian VAE is built as for the other rows, from the
+same seed, and its decoder kept, so every row starts from the same decoder; an implicit
+encoder (:class:`~pyrogen.models.avb_mnist.NoiseEncoder`, or
+:class:`~pyrogen.models.avb_mnist.BasisNoiseEncoder` for adaptive contrast) and an
+:class:`~pyrogen.models.avb_mnist.InnerProductCritic` are built after it, smaller for the 8x8
+digits than for MNIST. Both roles train with Adam at ``lr`` on the same stream of batches as
+the other rows; the trainer steps the critic and then the model each on its own batch, so an
+AVB epoch makes half the model updates of the others. The guide has no density: the
+held-out estimates weigh particles from a diagonal Gaussian fitted per image to 64 guide
+draws (:class:`~pyrogen.metrics.FittedGaussianGuide`, still a stochastic lower bound of
+``log p(x)``), active units come from those draws' means
+(:func:`~pyrogen.metrics.active_units_from_draws`), and the training column is the AVB
+objective's ELBO estimate with the critic for ``log q``, which is not a bound.
+
 Under ``torchrun`` (``torchrun --nproc_per_node=N -m pyrogen compare ...``: the command line
 opens the process group) the trainer runs data-parallel, ``--batch-size`` rows per rank; the
 held-out estimates split the test images among the ranks
@@ -29,7 +43,7 @@ from typing import Any
 
 import pyro
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pyrogen import distributed as ddp
@@ -39,13 +53,32 @@ from pyrogen.compare.report import plot, write_table
 from pyrogen.data import binarize_bernoulli_fixed, binarize_dynamic, load_digits, load_mnist
 from pyrogen.inference import Trainer
 from pyrogen.inference.trainer import KIND as TRAINER_KIND
-from pyrogen.metrics import active_units, log_likelihood
-from pyrogen.models import build_vae
+from pyrogen.metrics import (
+    FittedGaussianGuide,
+    active_units,
+    active_units_from_draws,
+    log_likelihood,
+)
+from pyrogen.models import VAE, build_vae
+from pyrogen.models.avb_mnist import (
+    BasisNoiseEncoder,
+    ImplicitVAE,
+    InnerProductCritic,
+    NoiseEncoder,
+)
 from pyrogen.warnings import PyrogenWarning
 
 __all__ = ["Data", "run"]
 
 _CURVE_KEYS = ("train_bound", "heldout_ll", "seconds")
+# The AVB networks per dataset: MNIST the sizes of benchmarks/avb_mnist.py (the paper's
+# 300-unit encoders and 128-unit basis networks, a 300-unit critic with 256 features);
+# the 8x8 digits the Gaussian encoder's 200 units and a smaller basis and critic.
+_AVB_SIZES = {
+    "mnist": {"hidden": 300, "basis_width": 128, "critic_hidden": 300, "features": 256},
+    "digits": {"hidden": 200, "basis_width": 64, "critic_hidden": 128, "features": 64},
+}
+_FIT_DRAWS = 64  # guide draws per image for the fitted Gaussian (as the AVB benchmark's AIS)
 
 
 class Data:
@@ -140,6 +173,33 @@ def _saved_result(path: Path, config: CompareConfig, spec: ObjectiveSpec) -> Any
     return meta.get("result") if state["epoch"] == config.epochs else None
 
 
+def _avb_networks(
+    config: CompareConfig, vae: VAE, adaptive_contrast: bool
+) -> tuple[ImplicitVAE, InnerProductCritic]:
+    """The AVB rows' VAE, sharing ``vae``'s decoder (and pixel scales) with an implicit
+    encoder built now, and its critic."""
+    sizes = _AVB_SIZES[config.dataset]
+    z_dim, x_dim = vae.z_dim, vae.x_dim
+    encoder: nn.Module
+    if adaptive_contrast:  # the paper's code: 16 noise vectors at z = 8, 32 at z = 32
+        encoder = BasisNoiseEncoder(
+            z_dim,
+            num_basis=max(16, z_dim),
+            x_dim=x_dim,
+            hidden=sizes["hidden"],
+            basis_width=sizes["basis_width"],
+        )
+    else:
+        encoder = NoiseEncoder(z_dim, x_dim=x_dim, hidden=sizes["hidden"])
+    implicit = ImplicitVAE(encoder, vae.decoder, x_dim, z_dim, vae.likelihood, name=vae.name)
+    if vae.likelihood == "gaussian":
+        implicit.noise = vae.noise
+    critic = InnerProductCritic(
+        z_dim, x_dim=x_dim, hidden=sizes["critic_hidden"], features=sizes["features"]
+    )
+    return implicit, critic
+
+
 def _fit_one(
     config: CompareConfig, spec: ObjectiveSpec, data: Data, device: torch.device
 ) -> dict[str, Any]:
@@ -152,15 +212,35 @@ def _fit_one(
     torch.manual_seed(config.seed)
     data_shape = (1, *data.image_shape) if config.architecture == "conv" else (data.train.shape[1],)
     vae = build_vae(config.architecture, data_shape, config.latent_dim, config.likelihood)
-    vae.to(device)
+    net: VAE = vae  # the VAE trained: the Gaussian one, or the AVB rows' implicit one
+    critic: InnerProductCritic | None = None
+    if spec.implicit:  # built after the Gaussian VAE: the decoder is every row's
+        net, critic = _avb_networks(config, vae, spec.adaptive_contrast)
+        critic.to(device)
+    net.to(device)
     # The trainer finds the parameters by running the guide and model once, which draws
     # random numbers; the optimiser is built right after, before any resume, so putting the
     # random state back there keeps the run's draws those of a plain loop from the seed.
+    # (AVB's critic role is built first, from the critic alone: it draws nothing.)
     before_probe = _rng_state(device)
 
     def adam(params: list[Tensor]) -> torch.optim.Optimizer:
         _set_rng_state(before_probe, device)
         return torch.optim.Adam(params, lr=config.lr)
+
+    def critic_adam(params: list[Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=config.lr)
+
+    if isinstance(net, ImplicitVAE):
+        implicit = net
+
+        def score_guide() -> Any:  # a fresh one per estimate: it holds nothing
+            return FittedGaussianGuide(implicit.posterior_draws, num_draws=_FIT_DRAWS)
+
+    else:
+
+        def score_guide() -> Any:
+            return net.guide
 
     rank, world = ddp.rank_and_world()
     n, size = data.train.shape[0], config.batch_size
@@ -175,12 +255,22 @@ def _fit_one(
         _sync(device)  # the pass's training time: no held-out estimate, no checkpoints
         trainer.log("seconds", time.perf_counter() - clock[0] - trainer.saving)
         trainer.saving = 0.0
-        total = 0.0  # the pass's bound per data point, from its batches' means
-        for loss, r in zip(trainer.history["model"][-steps:], rows, strict=True):
-            total -= loss * r
-        trainer.log("train_bound", total / n)
+        if spec.implicit:
+            # AVB's ELBO estimate (the critic for log q) per data point, the mean of the
+            # model updates of the iterations since the last pass ended (an iteration steps
+            # the critic and the model on two batches: a pass may end in either)
+            done = trainer.history.get("pass_iterations", [0])
+            losses = trainer.history["model"][int(done[-1]) : trainer.iteration]
+            trainer.log("pass_iterations", trainer.iteration)
+            trainer.log("train_bound", -sum(losses) / len(losses))
+        else:
+            total = 0.0  # the pass's bound per data point, from its batches' means
+            for loss, r in zip(trainer.history["model"][-steps:], rows, strict=True):
+                total -= loss * r
+            trainer.log("train_bound", total / n)
         heldout = _log_likelihood(
-            vae,
+            net.model,
+            score_guide(),
             curve_x,
             num_samples=config.curve_samples,
             particle_chunk=min(config.curve_samples, 500),
@@ -190,12 +280,15 @@ def _fit_one(
         trainer.log("heldout_ll", heldout.mean)
         clock[0] = time.perf_counter()
 
+    optimizers: dict[str, Any] = {"model": adam}
+    if critic is not None:
+        optimizers["critic"] = critic_adam
     trainer = _Fit(
         {"config": config.identity(), "objective": spec.key, "result": None},
-        spec.make(),
-        vae.model,
-        vae.guide,
-        optimizers={"model": adam},
+        spec.make(critic) if critic is not None else spec.make(),
+        net.model,
+        net.guide,
+        optimizers=optimizers,
         checkpoint=path,
         epoch_callback=end_of_epoch,
         progress=config.progress,
@@ -221,7 +314,8 @@ def _fit_one(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         test_x = data.test.to(device)
         ll = _log_likelihood(
-            vae,
+            net.model,
+            score_guide(),
             test_x,
             num_samples=config.eval_samples,
             particle_chunk=min(config.eval_samples, 500),
@@ -229,8 +323,11 @@ def _fit_one(
             progress=config.progress,
             seed=config.seed,
         )
-        units, _ = active_units(vae.guide, test_x)
-        samples = vae.sample(36, generator=torch.Generator(device).manual_seed(config.seed))
+        if isinstance(net, ImplicitVAE):
+            units, _ = active_units_from_draws(net.posterior_draws, test_x, _FIT_DRAWS)
+        else:
+            units, _ = active_units(net.guide, test_x)
+        samples = net.sample(36, generator=torch.Generator(device).manual_seed(config.seed))
     history = {k: list(trainer.history.get(k, [])) for k in _CURVE_KEYS}
     result = {
         "objective": spec.key,
@@ -245,6 +342,7 @@ def _fit_one(
         ),
         "epochs": config.epochs,
         "active_units": units,
+        "implicit": spec.implicit,
         "history": history,
         "samples": samples.cpu().tolist(),
     }
@@ -253,12 +351,12 @@ def _fit_one(
     return result
 
 
-def _log_likelihood(vae: Any, x: Tensor, seed: int, **kwargs: Any) -> Any:
+def _log_likelihood(model: Any, guide: Any, x: Tensor, seed: int, **kwargs: Any) -> Any:
     """The held-out estimate: from torch's global generator in one process (as before), the
     test rows split among the ranks under torchrun."""
     if ddp.is_distributed():
-        return ddp.log_likelihood_distributed(vae.model, vae.guide, x, seed=seed, **kwargs)
-    return log_likelihood(vae.model, vae.guide, x, **kwargs)
+        return ddp.log_likelihood_distributed(model, guide, x, seed=seed, **kwargs)
+    return log_likelihood(model, guide, x, **kwargs)
 
 
 def run(config: CompareConfig) -> list[dict[str, Any]]:

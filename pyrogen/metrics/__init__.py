@@ -14,7 +14,13 @@ from pyrogen.metrics.ais import (
 )
 from pyrogen.metrics.arviz import PyroStatsRecorder, to_arviz
 from pyrogen.metrics.guide_draws import GuideDraws, draw_guide
-from pyrogen.metrics.likelihood import LogLikelihood, active_units, log_likelihood
+from pyrogen.metrics.likelihood import (
+    FittedGaussianGuide,
+    LogLikelihood,
+    active_units,
+    active_units_from_draws,
+    log_likelihood,
+)
 from pyrogen.metrics.posterior_comparison import (
     PosteriorComparison,
     compare_posteriors,
@@ -35,6 +41,7 @@ from pyrogen.metrics.vsbc import VSBCResult, vsbc
 __all__ = [
     "AISResult",
     "EnergyDistance",
+    "FittedGaussianGuide",
     "GuideDraws",
     "LogLikelihood",
     "MMD",
@@ -44,6 +51,7 @@ __all__ = [
     "RBMLogLikelihood",
     "VSBCResult",
     "active_units",
+    "active_units_from_draws",
     "ais_log_partition",
     "base_log_partition",
     "base_rate_bias",

@@ -8,6 +8,11 @@ https://arxiv.org/abs/1509.00519, use K = 5000). Particles are drawn in chunks a
 with a running log-sum-exp, and the data in batches, so memory is bounded by
 ``particle_chunk x batch_size`` log-weights (and the networks' activations for them),
 whatever K and the data size.
+
+A guide known only by its draws (an implicit guide, as Adversarial Variational Bayes
+trains) has no :math:`q(z \mid x)` to divide by: :class:`FittedGaussianGuide` stands in for
+it, a diagonal Gaussian fitted per row to the guide's draws, and
+:func:`active_units_from_draws` counts its active units.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from tqdm.auto import tqdm
@@ -154,4 +161,117 @@ def active_units(
         fn: Any = trace.nodes[site]["fn"]
         means.append(fn.mean.reshape(batch.shape[0], -1))
     variances = torch.cat(means).var(0, unbiased=True)
+    return int((variances > threshold).sum()), variances
+
+
+Draw = Callable[[torch.Tensor, int], torch.Tensor]
+r"""``draw(x, num)``: ``num`` draws of :math:`q(z \mid x)` per row of ``x``, shape
+``(num, n, d)`` (as :meth:`pyrogen.models.avb_mnist.ImplicitVAE.posterior_draws`)."""
+
+
+def _check_draws(z: torch.Tensor, n: int, num: int) -> torch.Tensor:
+    if z.dim() != 3 or z.shape[0] != num or z.shape[1] != n:
+        raise ValueError(
+            f"draw(x, {num}) must return ({num}, {n}, d) for {n} rows, got {tuple(z.shape)}"
+        )
+    return z
+
+
+class FittedGaussianGuide:
+    r"""An importance proposal for a guide with no density: per data row, the diagonal
+    Gaussian fitted to ``num_draws`` of the guide's own draws.
+
+    Called on a batch ``x`` (as a Pyro guide), it draws ``draw(x, num_draws)`` under
+    ``torch.no_grad``, fits per row and unit ``loc`` = the draws' mean and ``scale`` = their
+    standard deviation floored at ``min_scale``, and samples ``site`` from
+    :math:`r(z \mid x) = \mathcal{N}(\mathrm{loc}, \mathrm{diag}\,\mathrm{scale}^2)` inside
+    ``pyro.plate(plate, n)``: a guide with a density, for :func:`log_likelihood` (whose
+    log-mean-exp of :math:`w = p(x, z) / r(z \mid x)` stays a stochastic lower bound of
+    :math:`\log p(x)`: a Gaussian has full support, so :math:`E[w \mid r] = p(x)` whatever
+    the fit) and :func:`active_units` (which reads ``loc``; but see
+    :func:`active_units_from_draws`).
+
+    Every call fits afresh, from fresh draws: :func:`log_likelihood` calls the guide once
+    per chunk of particles, so the chunks weigh under different fits. Since
+    :math:`E[w \mid r] = p(x)` for each, weights of one fit are uncorrelated, and the
+    estimate's Monte Carlo standard error keeps its meaning. The fit takes the guide's
+    marginal moments, not its shape: the closer :math:`q` is to a diagonal Gaussian, the
+    tighter the estimate (the benchmark ``benchmarks/avb_mnist.py`` starts AIS from the
+    same fit).
+
+    Args:
+        draw: ``draw(x, num) -> (num, n, d)``, the guide's draws per row.
+        num_draws: draws per row for the fit (at least 2).
+        min_scale: floor on the fitted standard deviation.
+        site: the latent site's name in the model.
+        plate: the data plate's name in the model.
+    """
+
+    def __init__(
+        self,
+        draw: Draw,
+        num_draws: int = 64,
+        min_scale: float = 1e-3,
+        site: str = "z",
+        plate: str = "data",
+    ) -> None:
+        if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 2:
+            raise ValueError(f"num_draws must be an int of at least 2, got {num_draws!r}")
+        if not min_scale > 0:
+            raise ValueError(f"min_scale must be positive, got {min_scale!r}")
+        self.draw = draw
+        self.num_draws = num_draws
+        self.min_scale = float(min_scale)
+        self.site = site
+        self.plate = plate
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` per row, ``(n, d)`` each, from ``num_draws`` fresh draws."""
+        z = _check_draws(self.draw(x, self.num_draws), x.shape[0], self.num_draws)
+        return z.mean(0), z.std(0).clamp_min(self.min_scale)
+
+    def __call__(self, x: torch.Tensor) -> None:
+        loc, scale = self.fit(x)
+        with pyro.plate(self.plate, x.shape[0]):
+            pyro.sample(self.site, dist.Normal(loc, scale).to_event(1))
+
+
+@torch.no_grad()
+def active_units_from_draws(
+    draw: Draw,
+    data: torch.Tensor,
+    num_draws: int = 64,
+    threshold: float = 1e-2,
+    batch_size: int = 500,
+) -> tuple[int, torch.Tensor]:
+    r""":func:`active_units` for a guide known by its draws: :math:`\mathbb{E}_q[z \mid x]`
+    is the mean of ``num_draws`` draws per row.
+
+    That mean's own noise adds :math:`\mathbb{E}_x[\mathrm{Var}_q(z_u \mid x)] /` ``num_draws``
+    to its variance over the rows: 1/64 = 0.016 for a unit left at the prior
+    :math:`\mathcal{N}(0, 1)` with 64 draws, above the threshold of 0.01. It is taken off
+    (the mean over rows of the draws' unbiased variance divided by ``num_draws``), so each
+    unit's variance is an unbiased estimate of the variance over the rows of
+    :math:`\mathbb{E}_q[z_u \mid x]`, what :func:`active_units` reads off a guide's
+    distribution.
+
+    Args:
+        draw: ``draw(x, num) -> (num, n, d)``, the guide's draws per row.
+        data: the rows, ``(N, ...)``.
+        num_draws: draws per row (at least 2).
+        threshold: a unit is active above it (0.01 in Burda et al.).
+        batch_size: rows per call of ``draw``.
+
+    Returns:
+        The number of active units and the per-unit variances.
+    """
+    if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 2:
+        raise ValueError(f"num_draws must be an int of at least 2, got {num_draws!r}")
+    means, noise = [], []
+    for batch in data.split(batch_size):
+        z = _check_draws(draw(batch, num_draws), batch.shape[0], num_draws)
+        means.append(z.mean(0).reshape(batch.shape[0], -1))
+        noise.append(z.var(0).reshape(batch.shape[0], -1) / num_draws)
+    variances = torch.cat(means).var(0, unbiased=True) - torch.cat(noise).mean(0)
     return int((variances > threshold).sum()), variances

@@ -55,16 +55,19 @@ def _tiny(layer: nn.Linear) -> nn.Linear:
 
 
 class NoiseEncoder(nn.Module):
-    """``x, eps -> z``: noise added linearly before every layer (the paper's ``full0``)."""
+    """``x, eps -> z``: noise added linearly before every layer (the paper's ``full0``);
+    ``hidden`` units per layer (the paper's 300 by default)."""
 
-    def __init__(self, z_dim: int, eps_dim: int = 32, x_dim: int = X_DIM) -> None:
+    def __init__(
+        self, z_dim: int, eps_dim: int = 32, x_dim: int = X_DIM, hidden: int = HIDDEN
+    ) -> None:
         super().__init__()
         self.eps_dim = eps_dim
-        self.layers = nn.ModuleList([nn.Linear(x_dim, HIDDEN), nn.Linear(HIDDEN, HIDDEN)])
+        self.layers = nn.ModuleList([nn.Linear(x_dim, hidden), nn.Linear(hidden, hidden)])
         self.noise = nn.ModuleList(
-            [nn.Linear(eps_dim, x_dim), nn.Linear(eps_dim, HIDDEN), nn.Linear(eps_dim, HIDDEN)]
+            [nn.Linear(eps_dim, x_dim), nn.Linear(eps_dim, hidden), nn.Linear(eps_dim, hidden)]
         )
-        self.out = _tiny(nn.Linear(HIDDEN, z_dim))
+        self.out = _tiny(nn.Linear(hidden, z_dim))
 
     def forward(self, x: Tensor) -> Tensor:
         eps = torch.randn(*x.shape[:-1], self.eps_dim, dtype=x.dtype, device=x.device)
@@ -101,21 +104,32 @@ class _Basis(nn.Module):
 
 class BasisNoiseEncoder(nn.Module):
     """``x, eps -> (z, E z, sd z)``: ``z = m(x) + sum_k a_k(x) v_k(eps_k)`` (the paper's
-    ``full0_ac``); the moments from those of the ``v_k`` over the batch."""
+    ``full0_ac``); the moments from those of the ``v_k`` over the batch. ``hidden`` units
+    per trunk layer and ``basis_width`` per layer of each ``v_k`` (the paper's 300 and 128
+    by default)."""
 
-    def __init__(self, z_dim: int, num_basis: int, eps_dim: int = 32, x_dim: int = X_DIM) -> None:
+    def __init__(
+        self,
+        z_dim: int,
+        num_basis: int,
+        eps_dim: int = 32,
+        x_dim: int = X_DIM,
+        hidden: int = HIDDEN,
+        basis_width: int = 128,
+    ) -> None:
         super().__init__()
         self.z_dim, self.num_basis, self.eps_dim = z_dim, num_basis, eps_dim
+        self.x_dim = x_dim
         self.trunk = nn.Sequential(
-            nn.Linear(x_dim, HIDDEN), nn.Softplus(), nn.Linear(HIDDEN, HIDDEN), nn.Softplus()
+            nn.Linear(x_dim, hidden), nn.Softplus(), nn.Linear(hidden, hidden), nn.Softplus()
         )
-        self.mean = _tiny(nn.Linear(HIDDEN, z_dim))
-        self.weight = nn.Linear(HIDDEN, num_basis * z_dim)
-        self.basis = _Basis(num_basis, eps_dim, z_dim)
+        self.mean = _tiny(nn.Linear(hidden, z_dim))
+        self.weight = nn.Linear(hidden, num_basis * z_dim)
+        self.basis = _Basis(num_basis, eps_dim, z_dim, width=basis_width)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if x.dim() != 2:
-            raise ValueError(f"expected rows (n, {X_DIM}), got {tuple(x.shape)}")
+            raise ValueError(f"expected rows (n, {self.x_dim}), got {tuple(x.shape)}")
         n = x.shape[0]
         h = self.trunk(2 * x - 1)
         m = self.mean(h)
