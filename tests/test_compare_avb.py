@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import torch
+from test_compare import _config as compare_config
+from test_compare import _numbers
 
 import pyrogen.compare as compare
 from pyrogen.compare import CompareConfig, parse_objective, run
@@ -56,33 +58,8 @@ def test_avb_names() -> None:
 
 
 def _config(tmp_path: Path, **kw: Any) -> CompareConfig:
-    base: dict[str, Any] = dict(
-        objectives=["elbo", "avb", "avb-ac"],
-        epochs=2,
-        z_dim=4,
-        eval_samples=40,
-        curve_samples=8,
-        curve_points=60,
-        out=str(tmp_path),
-        progress=False,
-    )
-    base.update(kw)
-    return CompareConfig(**base)
-
-
-def _numbers(results: list[dict[str, Any]]) -> list[Any]:
-    return [
-        (
-            r["objective"],
-            r["test_ll"],
-            r["train_bound"],
-            r["history"]["train_bound"],
-            r["history"]["heldout_ll"],
-            r["samples"],
-            r["active_units"],
-        )
-        for r in results
-    ]
+    """test_compare's tiny digits configuration, with the AVB rows beside the ELBO's."""
+    return compare_config(tmp_path, **{"objectives": ["elbo", "avb", "avb-ac"], "epochs": 2, **kw})
 
 
 def test_tiny_digits_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
