@@ -211,12 +211,15 @@ def test_logits_are_log_p_minus_log_z_nu_q() -> None:
     assert isinstance(out, NCELogits)
     assert out.data.shape == (7,) and out.noise.shape == (21,) and out.samples.shape == (21,)
 
+    def log_p(y: torch.Tensor) -> torch.Tensor:
+        return -0.5 * math.exp(0.3) * (y - 0.4) ** 2 - 1.1
+
     def by_hand(y: torch.Tensor) -> torch.Tensor:
-        log_p = -0.5 * math.exp(0.3) * (y - 0.4) ** 2 - 1.1
-        return log_p - math.log(3) - noise_distribution().log_prob(y)
+        return log_p(y) - math.log(3) - noise_distribution().log_prob(y)
 
     assert torch.allclose(out.data, by_hand(x))
     assert torch.allclose(out.noise, by_hand(out.samples))
+    assert out.log_model.shape == (7,) and torch.allclose(out.log_model, log_p(x))
     # The loss is the logistic loss on these logits.
     pyro.set_rng_seed(5)
     loss = nce.differentiable_loss(model, empty_guide, x)
@@ -227,6 +230,7 @@ def test_logits_are_log_p_minus_log_z_nu_q() -> None:
     )
     assert torch.allclose(loss, expected)
     assert 0 <= nce.stats["accuracy"] <= 1
+    assert math.isclose(nce.stats["log_model_data"], float(log_p(x).mean()), rel_tol=1e-6)
 
 
 def test_noise_as_a_pyro_model_and_nu_rounding() -> None:

@@ -20,7 +20,10 @@ to 5): the default set is ELBO, IWAE (K = 5), Rényi alpha = 0.5 and alpha = -1 
 VR-max (K = 5), as in Variational Inference with Rényi Divergence (Li & Turner, 2016,
 https://arxiv.org/abs/1602.02311). ``avb`` and ``avb-ac`` (Adversarial Variational Bayes,
 without and with adaptive contrast; not in the default set) train an implicit encoder with a
-critic beside the same decoder, and are scored from a Gaussian fitted to its draws (see
+critic beside the same decoder, and are scored from a Gaussian fitted to its draws;
+``sc[:NU[:K]]`` (self-contrastive NCE, On distinguishability criteria for estimating
+generative models, Goodfellow, 2014, https://arxiv.org/abs/1412.6515; not in the default
+set) trains the same VAE against a frozen copy of itself renewed every 5 epochs (see
 :mod:`~pyrogen.compare.run`).
 
 Modules: :mod:`~pyrogen.compare.config` (settings, objective names),

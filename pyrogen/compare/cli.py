@@ -26,6 +26,8 @@ OBJECTIVE_NAMES = {
     "avb": "adversarial variational Bayes: an implicit encoder, a critic for log q "
     "(scored from a Gaussian fitted to its draws)",
     "avb-ac": "AVB with adaptive contrast (the basis encoder, which knows its moments)",
+    "sc[:NU[:K]]": "self-contrastive NCE: NU noise draws per image (default 1) from a frozen "
+    "copy of the VAE, renewed every 5 epochs; the IWAE-K bound for log p (default K=1)",
 }
 
 
@@ -35,9 +37,10 @@ TOUR = {
 }
 
 VAE_PROBLEMS = {
-    "digits-vae": "a VAE on scikit-learn's 8x8 digits under the Rényi family or AVB (the "
-    "default problem)",
-    "mnist-vae": "a VAE on dynamically binarized MNIST under the Rényi family or AVB (--data-dir)",
+    "digits-vae": "a VAE on scikit-learn's 8x8 digits under the Rényi family, AVB or "
+    "self-contrastive NCE (the default problem)",
+    "mnist-vae": "a VAE on dynamically binarized MNIST under the Rényi family, AVB or "
+    "self-contrastive NCE (--data-dir)",
 }
 
 
@@ -112,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_OBJECTIVES),
         metavar="NAME",
-        help="elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K], avb, avb-ac",
+        help="elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K], avb, avb-ac, sc[:NU[:K]]",
     )
     parser.add_argument(
         "--architecture", choices=ARCHITECTURES, default=d.architecture, help="the VAE's networks"

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyrogen.inference import AVB, IWAE, Objective, RenyiBound, VRMax
+from pyrogen.inference import AVB, IWAE, Objective, RenyiBound, SelfContrastive, VRMax
 from pyrogen.models import ARCHITECTURES, LIKELIHOODS
 
 __all__ = ["DATASETS", "DEFAULT_OBJECTIVES", "CompareConfig", "ObjectiveSpec", "parse_objective"]
 
 DEFAULT_OBJECTIVES = ("elbo", "iwae:5", "renyi:0.5", "renyi:-1", "vrmax")
+SC_REFRESH_EVERY = 5  # epochs between the self-contrastive rows' switches of their noise
 DATASETS = ("digits", "mnist")
 # Settings a resumed run may change: the rest must match the checkpoint.
 _RESUMABLE = {"epochs", "out", "resume", "overwrite", "progress", "data_dir", "threads"}
@@ -25,15 +26,17 @@ _RESUMABLE = {"epochs", "out", "resume", "overwrite", "progress", "data_dir", "t
 class ObjectiveSpec:
     """A parsed objective name: a file-safe key, a label for tables and a factory.
 
-    ``make()`` builds a bound of the Gaussian VAE; for the AVB rows (``implicit``) it takes
-    the critic, ``make(critic)``, and the VAE's guide is an implicit encoder (see
-    :mod:`pyrogen.compare.run`)."""
+    ``make()`` builds a bound of the Gaussian VAE, or for the self-contrastive rows
+    (``contrastive``) an NCE loss whose noise is a frozen copy of that VAE; for the AVB rows
+    (``implicit``) it takes the critic, ``make(critic)``, and the VAE's guide is an implicit
+    encoder (see :mod:`pyrogen.compare.run`)."""
 
     key: str
     label: str
     make: Callable[..., Objective]
     implicit: bool = False  # AVB: an implicit guide and a critic
     adaptive_contrast: bool = False  # AVB with adaptive contrast (its encoder's moments)
+    contrastive: bool = False  # self-contrastive NCE: the loss is a classifier's, not a bound
 
 
 def _positive_int(text: str, what: str) -> int:
@@ -43,6 +46,16 @@ def _positive_int(text: str, what: str) -> int:
         raise ValueError(f"{what} must be a positive integer, got {text!r}") from None
     if value < 1:
         raise ValueError(f"{what} must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_real(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{what} must be a positive, finite number, got {text!r}")
     return value
 
 
@@ -57,11 +70,16 @@ def _avb(adaptive_contrast: bool) -> Callable[[nn.Module], Objective]:
 
 
 def parse_objective(name: str) -> ObjectiveSpec:
-    """``elbo``, ``iwae[:K]``, ``renyi:ALPHA[:K]``, ``vrmax[:K]``, ``avb`` or ``avb-ac`` ->
-    :class:`ObjectiveSpec`."""
+    """``elbo``, ``iwae[:K]``, ``renyi:ALPHA[:K]``, ``vrmax[:K]``, ``avb``, ``avb-ac`` or
+    ``sc[:NU[:K]]`` -> :class:`ObjectiveSpec`.
+
+    ``sc[:NU[:K]]`` is self-contrastive NCE (:class:`~pyrogen.inference.SelfContrastive`):
+    ``NU`` noise samples per data point (default 1), the VAE's ``K``-particle IWAE bound
+    (default 1: the ELBO) standing in for its log-density and its frozen copy's, the copy
+    renewed after every 5 epochs; the first copy is the VAE's initial weights."""
     parts = name.strip().lower().split(":")
     head, rest = parts[0], parts[1:]
-    usage = "objectives are elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K], avb, avb-ac"
+    usage = "objectives are elbo, iwae[:K], renyi:ALPHA[:K], vrmax[:K], avb, avb-ac, sc[:NU[:K]]"
     if head in ("avb", "avb-ac"):
         if rest:
             raise ValueError(f"{head} takes no :K or other setting, got {name!r}; {usage}")
@@ -75,6 +93,23 @@ def parse_objective(name: str) -> ObjectiveSpec:
         )
     # One plate (the data) in every VAE: saying so skips the plate-depth probe.
     nest = 1
+    if head == "sc":
+        if len(rest) > 2:
+            raise ValueError(f"sc takes at most NU and K (sc[:NU[:K]]), got {name!r}")
+        nu = _positive_real(rest[0], "sc's NU (noise samples per data point)") if rest else 1.0
+        k = _positive_int(rest[1], "sc's K (particles of the bound)") if len(rest) == 2 else 1
+        return ObjectiveSpec(
+            f"sc_{nu:g}_{k}",
+            f"Self-contrastive ν={nu:g} (K={k})",
+            lambda: SelfContrastive(
+                nu=nu,
+                refresh_every=SC_REFRESH_EVERY,
+                num_particles=k,
+                bound="iwae",
+                max_plate_nesting=nest,
+            ),
+            contrastive=True,
+        )
     if head == "elbo" and not rest:
         return ObjectiveSpec(
             "elbo", "ELBO", lambda: RenyiBound(1.0, num_particles=1, max_plate_nesting=nest)

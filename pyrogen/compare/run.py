@@ -25,6 +25,20 @@ draws (:class:`~pyrogen.metrics.FittedGaussianGuide`, still a stochastic lower b
 (:func:`~pyrogen.metrics.active_units_from_draws`), and the training column is the AVB
 objective's ELBO estimate with the critic for ``log q``, which is not a bound.
 
+**Self-contrastive rows** (``sc[:NU[:K]]``): the Gaussian VAE of every row, trained by
+:class:`~pyrogen.inference.SelfContrastive`: logistic regression of each batch against
+``NU`` times as many samples of a frozen copy of the VAE, the ``K``-particle IWAE bound
+standing in for the log-density of both. The first copy is taken at the first update, so
+it is the VAE's initial weights (the rows' common start); the trainer's end-of-epoch hook
+renews it after epochs 5, 10, ... (``noise_refreshes`` in the history counts the copies
+taken), and its checkpoints hold the copy, so a resumed run scores against the same noise.
+The loss minimised is the classifier's, which is no bound: the training column is the
+VAE's own bound on the data rows of its training batches (computed by that loss, the
+ELBO's single-draw estimate at ``K = 1``, as the ELBO row reports its own), and the
+NCE loss per data point and the classifier's accuracy per pass are in the history
+(``nce_loss``, ``nce_accuracy``). The held-out estimates use the VAE's guide, as for the
+bound rows.
+
 Under ``torchrun`` (``torchrun --nproc_per_node=N -m pyrogen compare ...``: the command line
 opens the process group) the trainer runs data-parallel, ``--batch-size`` rows per rank; the
 held-out estimates split the test images among the ranks
@@ -51,7 +65,7 @@ from pyrogen.checkpoint import CheckpointError, load_checkpoint
 from pyrogen.compare.config import CompareConfig, ObjectiveSpec, parse_objective
 from pyrogen.compare.report import plot, write_table
 from pyrogen.data import binarize_bernoulli_fixed, binarize_dynamic, load_digits, load_mnist
-from pyrogen.inference import Trainer
+from pyrogen.inference import SelfContrastive, Trainer
 from pyrogen.inference.trainer import KIND as TRAINER_KIND
 from pyrogen.metrics import (
     FittedGaussianGuide,
@@ -71,6 +85,7 @@ from pyrogen.warnings import PyrogenWarning
 __all__ = ["Data", "run"]
 
 _CURVE_KEYS = ("train_bound", "heldout_ll", "seconds")
+_SC_KEYS = ("nce_loss", "nce_accuracy", "noise_refreshes")  # the self-contrastive rows' too
 # The AVB networks per dataset: MNIST the sizes of benchmarks/avb_mnist.py (the paper's
 # 300-unit encoders and 128-unit basis networks, a 300-unit critic with 256 features);
 # the 8x8 digits the Gaussian encoder's 200 units and a smaller basis and critic.
@@ -250,6 +265,10 @@ def _fit_one(
     curve_x = data.test[: config.curve_points].to(device)
     clock = [time.perf_counter()]
 
+    def pass_mean(values: list[float]) -> float:
+        """The last pass's mean per data point, from its batches' means."""
+        return sum(v * r for v, r in zip(values[-steps:], rows, strict=True)) / n
+
     def end_of_epoch(trainer: Trainer) -> None:
         assert isinstance(trainer, _Fit)
         _sync(device)  # the pass's training time: no held-out estimate, no checkpoints
@@ -263,11 +282,15 @@ def _fit_one(
             losses = trainer.history["model"][int(done[-1]) : trainer.iteration]
             trainer.log("pass_iterations", trainer.iteration)
             trainer.log("train_bound", -sum(losses) / len(losses))
-        else:
-            total = 0.0  # the pass's bound per data point, from its batches' means
-            for loss, r in zip(trainer.history["model"][-steps:], rows, strict=True):
-                total -= loss * r
-            trainer.log("train_bound", total / n)
+        elif spec.contrastive:
+            # the VAE's bound on the data rows (computed inside the NCE loss), not the loss
+            trainer.log("train_bound", pass_mean(trainer.history["log_model_data"]))
+            trainer.log("nce_loss", pass_mean(trainer.history["model"]))
+            trainer.log("nce_accuracy", pass_mean(trainer.history["accuracy"]))
+            assert isinstance(trainer.objective, SelfContrastive)
+            trainer.log("noise_refreshes", trainer.objective.num_refreshes)
+        else:  # the pass's bound per data point
+            trainer.log("train_bound", -pass_mean(trainer.history["model"]))
         heldout = _log_likelihood(
             net.model,
             score_guide(),
@@ -328,7 +351,8 @@ def _fit_one(
         else:
             units, _ = active_units(net.guide, test_x)
         samples = net.sample(36, generator=torch.Generator(device).manual_seed(config.seed))
-    history = {k: list(trainer.history.get(k, [])) for k in _CURVE_KEYS}
+    keys = _CURVE_KEYS + (_SC_KEYS if spec.contrastive else ())
+    history = {k: list(trainer.history.get(k, [])) for k in keys}
     result = {
         "objective": spec.key,
         "label": spec.label,
@@ -343,6 +367,7 @@ def _fit_one(
         "epochs": config.epochs,
         "active_units": units,
         "implicit": spec.implicit,
+        "contrastive": spec.contrastive,
         "history": history,
         "samples": samples.cpu().tolist(),
     }

@@ -90,11 +90,17 @@ class NCELogits(NamedTuple):
         noise: :math:`G(y_m)` on the noise samples, shape ``(m,)``, :math:`m = \nu n`
             (rounded, at least 1).
         samples: the noise samples :math:`y_m`, shape ``(m, *point)``.
+        log_model: :math:`\log \tilde p_\theta(x_n)` on the data points, before
+            :math:`\log Z`, :math:`\log \nu` and :math:`\log q` are taken off: the model's
+            log-density, or for a latent-variable model the bound standing in for it (a
+            stochastic lower bound of its log-likelihood when the model is normalized),
+            shape ``(n,)``.
     """
 
     data: Tensor
     noise: Tensor
     samples: Tensor
+    log_model: Tensor
 
 
 def _check_nu(nu: Any) -> float:
@@ -130,8 +136,10 @@ class NCE(Objective):
     :math:`G(x) = \log \tilde p_\theta(x) - \log Z - \log \nu - \log q(x)` of the
     :math:`n` data rows (label 1) and :math:`m = \mathrm{round}(\nu n)` fresh noise samples
     (label 0), each call; its minimiser is :math:`G = \log p_d/(\nu q)`. The value is the loss
-    itself (it is no bound); :attr:`stats` holds the classification accuracy and the mean
-    logits of the last call.
+    itself (it is no bound); :attr:`stats` holds the classification accuracy, the mean
+    logits and the mean :math:`\log \tilde p_\theta` of the data rows (``log_model_data``;
+    for a latent-variable model the bound on the batch, which a bound would report as its
+    value) of the last call.
 
     ``model(x)`` scores rows ``x`` (data and noise samples together, one call) inside a
     ``pyro.plate`` over them; the guide is ignored unless it has sample sites, when the
@@ -333,7 +341,7 @@ class NCE(Objective):
         logit = log_model - log_noise.to(log_model) - math.log(self.nu)
         if self.normalizer is not None:
             logit = logit - self.normalizer.log_Z.to(logit)
-        return NCELogits(logit[:n], logit[n:], samples)
+        return NCELogits(logit[:n], logit[n:], samples, log_model[:n])
 
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
@@ -355,5 +363,6 @@ class NCE(Objective):
                 "accuracy": right / (out.data.numel() + out.noise.numel()),
                 "logit_data": float(out.data.mean()),
                 "logit_noise": float(out.noise.mean()),
+                "log_model_data": float(out.log_model.mean()),
             }
         return loss
