@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyro
 import torch
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
@@ -59,7 +60,7 @@ from pyrogen.inference.fit import fit_guide
 from pyrogen.inference.mcmc import sample
 from pyrogen.inference.renyi import RenyiBound
 from pyrogen.metrics.guide_draws import draw_guide
-from pyrogen.metrics.posterior_comparison import compare_posteriors, plot_forest
+from pyrogen.metrics.posterior_comparison import compare_posteriors, fit_draws, plot_forest
 from pyrogen.metrics.psis import khat_threshold
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "PosteriorBudget",
     "PosteriorProblem",
     "PosteriorResult",
+    "gaussian_kl_to_exact",
     "parse_family",
     "run_posterior",
 ]
@@ -76,7 +78,10 @@ __all__ = [
 @dataclass
 class PosteriorProblem:
     """A model to fit: ``model(*args)``, the sites to compare, and the exact posterior's
-    moments (site -> (mean, sd)) when known; without them a long HMC run is the reference."""
+    moments (site -> (mean, sd)) when known; without them a long HMC run is the reference.
+    ``exact_gaussian``: the exact posterior's mean and covariance over the values of
+    ``sites`` flattened in that order, when the posterior is Gaussian: every fit then gets
+    its KL to it (:func:`gaussian_kl_to_exact`)."""
 
     name: str
     model: Callable[..., Any]
@@ -84,6 +89,7 @@ class PosteriorProblem:
     sites: Sequence[str] | None = None
     exact: Mapping[str, tuple[Any, Any]] | None = None
     description: str = ""
+    exact_gaussian: tuple[Any, Any] | None = None
 
 
 @dataclass
@@ -151,6 +157,33 @@ def parse_family(name: str) -> tuple[str, float | None]:
     return base, None
 
 
+def gaussian_kl_to_exact(
+    draws: Mapping[str, np.ndarray], sites: Sequence[str], mean: Any, cov: Any
+) -> float:
+    r""":math:`\mathrm{KL}(\mathcal N(\hat m, \hat S) \,\|\, \mathcal N(\mu, \Sigma))`
+    in closed form, :math:`\hat m, \hat S` the mean and covariance of the draws of ``sites``
+    (flattened in that order): for a Gaussian fit, its KL(q || p) up to the Monte Carlo
+    error of the moments (a bias of about d(d + 1) / (4 S) nats from S draws); for any other
+    fit, the KL of its moment-matched Gaussian."""
+    x = np.concatenate([draws[s].reshape(draws[s].shape[0], -1) for s in sites], axis=1)
+    mu = np.asarray(torch.as_tensor(mean, dtype=torch.float64)).reshape(-1)
+    sigma = np.asarray(torch.as_tensor(cov, dtype=torch.float64))
+    d = mu.shape[0]
+    if x.shape[1] != d or sigma.shape != (d, d):
+        raise ValueError(
+            f"exact_gaussian is over {d} values, the sites {list(sites)} have {x.shape[1]}"
+        )
+    m, cov_hat = x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))
+    precision = np.linalg.inv(sigma)
+    diff = mu - m
+    _, logdet_sigma = np.linalg.slogdet(sigma)
+    sign, logdet_hat = np.linalg.slogdet(cov_hat)
+    if sign <= 0:
+        return math.inf  # degenerate draws: no density to compare
+    trace = float(np.trace(precision @ cov_hat))
+    return 0.5 * (trace + float(diff @ precision @ diff) - d + logdet_sigma - logdet_hat)
+
+
 def parse_family_or_none(name: str) -> tuple[str, float | None] | None:
     """:func:`parse_family`, or None for a name that is no family."""
     try:
@@ -170,24 +203,33 @@ class PosteriorResult(NamedTuple):
     files: list[Path]
 
     def markdown(self) -> str:
+        kl = any("kl_to_exact" in s for s in self.summary)
         lines = [
             f"## {self.problem}",
             "",
             f"Reference: {self.reference}.",
             "",
             "| fit | max abs mean error (ref sd) | max abs sd error | narrowest / widest sd | "
-            "k-hat | max R-hat | min ESS/s | seconds | gradient evaluations |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            + ("KL to exact | " if kl else "")
+            + "k-hat | max R-hat | min ESS/s | seconds | gradient evaluations |",
+            "|---|---:|---:|---:|" + ("---:|" if kl else "") + "---:|---:|---:|---:|---:|",
         ]
         for s in self.summary:
             khat = "-" if s["khat"] is None else f"{s['khat']:.2f}"
             rhat = f"{s['r_hat']:.3f}" if s.get("r_hat") is not None else "-"
             ess = f"{s['ess_per_second']:.0f}" if s.get("ess_per_second") is not None else "-"
+            kl_cell = f"{s['kl_to_exact']:.3f} | " if kl else ""
             lines.append(
                 f"| {s['fit']} | {s['max_abs_mean_error']:.3f} | {s['max_abs_sd_error']:.3f} | "
-                f"{s['narrowest']:+.3f} / {s['widest']:+.3f} | {khat} | {rhat} | {ess} | "
-                f"{s['seconds']:.1f} | {s['gradient_evaluations']:,} |"
+                f"{s['narrowest']:+.3f} / {s['widest']:+.3f} | {kl_cell}{khat} | {rhat} | "
+                f"{ess} | {s['seconds']:.1f} | {s['gradient_evaluations']:,} |"
             )
+        if kl:
+            lines += [
+                "",
+                "KL to exact: KL(q || p) in nats of the Gaussian with the fit's draws' mean and "
+                "covariance (a Gaussian guide's own KL, up to the draws' Monte Carlo error).",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -339,7 +381,12 @@ def run_posterior(
         if s["fit"] == "reference HMC":
             continue
         signed = [r["sd_error"] for r in comparison.rows if r["fit"] == s["fit"]]
-        summary.append(s | costs[s["fit"]] | {"narrowest": min(signed), "widest": max(signed)})
+        extra = {"narrowest": min(signed), "widest": max(signed)}
+        if problem.exact_gaussian is not None:
+            sites = list(problem.sites or [])
+            mean, cov = problem.exact_gaussian
+            extra["kl_to_exact"] = gaussian_kl_to_exact(fit_draws(fits[s["fit"]]), sites, mean, cov)
+        summary.append(s | costs[s["fit"]] | extra)
     rows = [r for r in comparison.rows if r["fit"] != "reference HMC"]
     files: list[Path] = []
     if out is not None:
@@ -412,6 +459,7 @@ def _correlated_gaussian() -> PosteriorProblem:
         target.model,
         sites=["z"],
         exact={"z": (target.mean, torch.diagonal(target.cov).sqrt())},
+        exact_gaussian=(target.mean, target.cov),
         description="N((0, 1), [[1, .9], [.9, 1]]): the lecture's example, exact moments",
     )
 

@@ -23,7 +23,7 @@ from pyrogen.inference.mcmc.result import MCMCResult
 from pyrogen.metrics.guide_draws import GuideDraws
 from pyrogen.metrics.psis import psis_khat
 
-__all__ = ["PosteriorComparison", "compare_posteriors", "plot_forest"]
+__all__ = ["PosteriorComparison", "compare_posteriors", "fit_draws", "plot_forest"]
 
 Moments = Mapping[str, tuple[Any, Any]]
 
@@ -58,7 +58,7 @@ class PosteriorComparison(NamedTuple):
         return "\n".join(lines) + "\n"
 
 
-def _draws(fit: Any) -> dict[str, np.ndarray]:
+def fit_draws(fit: Any) -> dict[str, np.ndarray]:
     """Site -> (draws, *shape) as float64, chains pooled."""
     if isinstance(fit, GuideDraws):
         samples = fit.samples
@@ -112,7 +112,7 @@ def compare_posteriors(
     """
     if not fits:
         raise ValueError("no fits to compare")
-    draws = {name: _draws(fit) for name, fit in fits.items()}
+    draws = {name: fit_draws(fit) for name, fit in fits.items()}
     if isinstance(reference, str):
         if reference not in draws:
             raise KeyError(f"reference {reference!r} is not one of the fits {sorted(draws)}")
@@ -125,12 +125,12 @@ def compare_posteriors(
     names = list(ref) if sites is None else list(sites)
     rows: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
-    for fit_name, fit_draws in draws.items():
+    for fit_name, one_fit_draws in draws.items():
         fit = fits[fit_name]
         khat = None
         if isinstance(fit, GuideDraws) and fit.log_weight.numel() == fit.num_samples:
             khat = float(psis_khat(fit.log_weight.reshape(-1)))  # one weight per draw
-        moments = _moments(fit_draws)
+        moments = _moments(one_fit_draws)
         mean_errors, sd_errors = [], []
         for site in names:
             if site not in moments or site not in ref:
@@ -189,7 +189,7 @@ def plot_forest(
 
     data, num_params = [], 0
     for fit in fits.values():
-        draws = _draws(fit)
+        draws = fit_draws(fit)
         kept = {k: v for k, v in draws.items() if sites is None or k in sites}
         num_params = max(num_params, sum(int(np.prod(v.shape[1:])) for v in kept.values()))
         data.append(_from_dict({"posterior": {k: v[None] for k, v in kept.items()}}))
