@@ -52,6 +52,21 @@ def test_mcmc_logistic_smoke(tmp_path: Path) -> None:
     assert summary["throughput"][0]["chain_transitions_per_s"] > 0
 
 
+def test_chees_efficiency_smoke(tmp_path: Path) -> None:
+    _run("chees_efficiency.py", "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "chees_efficiency.json").read_text())
+    rows = {r["name"]: r["runs"] for r in summary["rows"]}
+    pyrogen = [n for n in rows if n.startswith("pyrogen")]
+    assert len(pyrogen) == 5  # three settings on the potential, two on the model
+    assert any(n.startswith("BlackJAX") for n in rows) == summary["blackjax"]
+    for name, runs in rows.items():
+        for r in runs:
+            # every run counted its gradients: warm-up and sampling, and scored them
+            assert r["grads_per_chain"] > r["sampling_grads_per_chain"] > 0, name
+            assert r["min_ess"] > 0 and r["ess_per_1k_grads"] > 0, name
+    assert "| ESS / 1k gradients |" in (tmp_path / "chees_efficiency.md").read_text()
+
+
 def test_gpu_smoke_on_cpu(tmp_path: Path) -> None:
     """The GPU script's sections run end to end (on the CPU, tiny sizes); its test section,
     a pytest inside pytest, is left to the GPU machine."""
@@ -74,8 +89,10 @@ def test_posteriors_smoke(tmp_path: Path) -> None:
     assert [r["problem"] for r in payload["problems"]] == ["eight-schools", "logistic"]
     for result in payload["problems"]:
         fits = {s["fit"] for s in result["summary"]}
-        assert fits == {"mean-field", "renyi:0.5", "iwae", "full-rank", "hmc"}
-        assert all(s["khat"] is not None for s in result["summary"] if s["fit"] != "hmc")
+        assert fits == {"mean-field", "renyi:0.5", "iwae", "full-rank", "avb", "hmc"}
+        # every guide with a density has its k-hat; AVB's implicit guide and HMC have none
+        for s in result["summary"]:
+            assert (s["khat"] is None) == (s["fit"] in ("avb", "hmc")), s["fit"]
     assert (tmp_path / "posteriors_eight_schools.png").stat().st_size > 0
 
 

@@ -224,6 +224,7 @@ def test_interrupted_sampling_returns_the_draws_so_far(gaussian):
         ({"num_chains": 3}, "num_chains=3 but initial_position has 4 rows"),
         ({"thin": 0}, "thin must be a positive integer"),
         ({"step_size_jitter": 1.0}, r"step_size_jitter must be in \[0, 1\)"),
+        ({"trajectory_criterion": "chees"}, "trajectory_criterion must be one of"),
     ],
 )
 def test_bad_arguments_are_refused(gaussian, kwargs, match):

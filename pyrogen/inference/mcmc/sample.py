@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pyrogen.inference.mcmc.chees import check_criterion
 from pyrogen.inference.mcmc.gibbs import BlockConditionals
 from pyrogen.inference.mcmc.kernels import KERNELS, Kernel, get_kernel
 from pyrogen.inference.mcmc.potential import ModelPotential
@@ -76,6 +77,7 @@ def sample(
     shared_step_size: bool = True,
     target_accept: float | None = None,
     max_steps: int = 1000,
+    trajectory_criterion: str = "ess_per_gradient",
     step_size_jitter: float = 0.2,
     divergence_threshold: float = 1000.0,
     thin: int = 1,
@@ -103,6 +105,12 @@ def sample(
         adapt_mass_matrix: diagonal inverse mass from pooled Welford estimates.
         shared_step_size: one step size for all chains, or one per chain.
         max_steps: cap on leapfrog steps per transition.
+        trajectory_criterion: what the adapted trajectory length maximises (without
+            ``num_steps``): ``"ess_per_gradient"``, the effective sample size of the mean per
+            gradient evaluation, or ``"chees_per_gradient"``, ChEES per gradient (TensorFlow
+            Probability's criterion, which mixes second moments and picks lengths about half
+            as long; the default before). :mod:`~pyrogen.inference.mcmc.chees` derives
+            both and gives the measurements behind the default.
         step_size_jitter: with a fixed ``num_steps``, each chain's step size is multiplied by
             a uniform factor in ``[1 - j, 1 + j]`` at every transition.
         thin: keep every ``thin``-th draw.
@@ -117,6 +125,7 @@ def sample(
     """
     spec = get_kernel(kernel)
     _check_arguments(num_warmup, num_samples, thin, max_steps, step_size_jitter)
+    check_criterion(trajectory_criterion)
     target = _target_accept(spec, kernel, step_size, num_steps, adapt_step_size, target_accept)
     if model is not None:
         if potential_fn is not None:
@@ -126,7 +135,15 @@ def sample(
     clock = time.perf_counter()
     state = spec.init(start, potential_fn, generator)
     config, num_steps = _schedule(
-        spec, num_warmup, start, num_steps, target, adapt_mass_matrix, shared_step_size, max_steps
+        spec,
+        num_warmup,
+        start,
+        num_steps,
+        target,
+        adapt_mass_matrix,
+        shared_step_size,
+        max_steps,
+        trajectory_criterion,
     )
     if step_size is None and spec.takes("step_size"):
         step_size = find_step_size(state, potential_fn, kernel, 1.0, generator=generator)
@@ -146,6 +163,7 @@ def _schedule(
     adapt_mass_matrix: bool,
     shared_step_size: bool,
     max_steps: int,
+    criterion: str = "ess_per_gradient",
 ) -> tuple[WindowAdaptation, int | None]:
     """The warm-up schedule for this kernel, and the leapfrog steps (``None``: ChEES)."""
     num_chains = start.shape[0]
@@ -161,6 +179,7 @@ def _schedule(
         per_chain_buffer=num_chains > 1,  # with one chain, a restart and nothing else
         chees=chees,
         max_steps=max_steps,
+        criterion=criterion,
     )
     return config, num_steps
 

@@ -8,9 +8,9 @@ Warm-up tunes, from the transitions of all chains together:
   otherwise never accept), then the shared one starts from their median;
 * a diagonal inverse mass matrix from draws pooled over chains in Stan's doubling windows;
   when a window closes, dual averaging restarts from the current step size;
-* for HMC without a fixed ``num_steps``, the trajectory length by ChEES with Halton-jittered
-  lengths (:mod:`~pyrogen.inference.mcmc.chees`), rescaled and restarted at each new mass
-  matrix.
+* for HMC without a fixed ``num_steps``, the trajectory length with Halton-jittered lengths,
+  by the ESS of the mean per gradient or by ChEES per gradient
+  (:mod:`~pyrogen.inference.mcmc.chees`), rescaled and restarted at each new mass matrix.
 
 At the last warm-up iteration the step size becomes its dual-averaging average and the
 trajectory length its running average; both then stay fixed, so the draws come from a
@@ -36,7 +36,15 @@ from pyrogen.inference.mcmc.adaptation import (
     warmup_windows,
     welford_init,
 )
-from pyrogen.inference.mcmc.chees import ChEESState, chees_init, chees_rescale, chees_update, halton
+from pyrogen.inference.mcmc.chees import (
+    CRITERIA,
+    ChEESState,
+    check_criterion,
+    chees_init,
+    chees_rescale,
+    chees_update,
+    halton,
+)
 from pyrogen.inference.mcmc.kernels import get_kernel
 
 __all__ = [
@@ -61,6 +69,8 @@ class WindowAdaptation(NamedTuple):
         target_accept: acceptance rate dual averaging aims for; ``None``: step size fixed.
         chees: adapt the trajectory length.
         max_steps: cap on leapfrog steps per transition.
+        criterion: what the trajectory length maximises, one of
+            :data:`~pyrogen.inference.mcmc.chees.CRITERIA`.
     """
 
     num_warmup: int
@@ -70,6 +80,7 @@ class WindowAdaptation(NamedTuple):
     target_accept: float | None
     chees: bool
     max_steps: int
+    criterion: str = CRITERIA[0]
 
 
 class WarmupState(NamedTuple):
@@ -91,15 +102,24 @@ def window_adaptation(
     per_chain_buffer: bool = False,
     chees: bool = False,
     max_steps: int = 1000,
+    criterion: str = CRITERIA[0],
 ) -> WindowAdaptation:
     """The schedule: Stan's windows, and a per-chain step-size buffer as long as Stan's
     initial buffer (a fifth of the warm-up without mass windows) when ``per_chain_buffer``."""
+    check_criterion(criterion)
     windows = warmup_windows(num_warmup) if adapt_mass_matrix else []
     own_buffer = 0
     if per_chain_buffer and shared_step_size:
         own_buffer = windows[0][0] if windows else num_warmup // 5
     return WindowAdaptation(
-        num_warmup, windows, own_buffer, shared_step_size, target_accept, chees, max_steps
+        num_warmup,
+        windows,
+        own_buffer,
+        shared_step_size,
+        target_accept,
+        chees,
+        max_steps,
+        criterion,
     )
 
 
@@ -159,6 +179,7 @@ def warmup_update(
             state.inverse_mass,
             float(eps.mean()),
             config.max_steps,
+            config.criterion,
         )
     welford, inverse_mass, closed = mass_window_step(
         state.welford, state.inverse_mass, config.windows, iteration, position
