@@ -200,3 +200,15 @@ def test_kale_smoke(tmp_path: Path) -> None:
     assert "| GEBM |" in (tmp_path / "kale.md").read_text()
     assert (tmp_path / "kale_samples.png").stat().st_size > 0
     assert len(list((tmp_path / "runs").glob("*.json"))) == 4  # one per run, to resume
+
+
+def test_self_contrastive_cost_smoke(tmp_path: Path) -> None:
+    _run("self_contrastive_cost.py", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "self_contrastive_cost.json").read_text())["rows"]
+    assert [r["objective"] for r in rows] == [
+        "elbo",
+        "sc_nce_k1",
+        "sc_bound_k1",
+        "sc_nce_alpha-1_k5",
+    ]
+    assert rows[0]["ratio_median"] == 1.0 and all(r["median_ms"] > 0 for r in rows)
