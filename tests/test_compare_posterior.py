@@ -230,3 +230,24 @@ def test_kl_to_exact_on_the_correlated_gaussian(tmp_path) -> None:  # type: igno
     assert kl["mean-field"] == pytest.approx(-0.5 * math.log(1 - 0.81), abs=0.08)
     assert abs(kl["full-rank"]) < 0.08 and abs(kl["hmc"]) < 0.08
     assert "KL to exact" in (tmp_path / "results.md").read_text()
+
+
+def test_finished_fits_are_read_back_not_fitted_again(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A second run with the same problem and budget reads every fit (the reference HMC
+    included) from out/fits and writes the same tables; another budget fits again."""
+    import pyrogen.compare.posterior as posterior
+
+    problem = posterior.POSTERIOR_PROBLEMS["linear-regression"]()
+    first = run_posterior(problem, ["mean-field", "hmc"], TINY, tmp_path, progress=False)
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(posterior, "_fit_family", refuse)
+    monkeypatch.setattr(posterior, "_hmc", refuse)
+    again = run_posterior(problem, ["mean-field", "hmc"], TINY, tmp_path, progress=False)
+    assert again.summary == first.summary and again.rows == first.rows
+    assert again.reference == first.reference
+    other = PosteriorBudget(**{**vars(TINY), "steps": 91})
+    with pytest.raises(AssertionError, match="fitted again"):
+        run_posterior(problem, ["mean-field"], other, tmp_path, progress=False)

@@ -59,7 +59,7 @@ from pyrogen.inference.avb_posterior import fit_avb_posterior
 from pyrogen.inference.fit import fit_guide
 from pyrogen.inference.mcmc import sample
 from pyrogen.inference.renyi import RenyiBound
-from pyrogen.metrics.guide_draws import draw_guide
+from pyrogen.metrics.guide_draws import GuideDraws, draw_guide
 from pyrogen.metrics.posterior_comparison import compare_posteriors, fit_draws, plot_forest
 from pyrogen.metrics.psis import khat_threshold
 
@@ -328,6 +328,10 @@ def run_posterior(
     moments or a reference HMC run; with ``out``, write ``results.{md,csv,json}`` and
     ``forest.png`` there.
 
+    Each finished fit is kept in ``out/fits`` and read back, not fitted again, by a later
+    run with the same problem, family and budget: an interrupted comparison goes on from the
+    fits it finished (fresh and read-back fits give the same tables).
+
     ``guides``: the user's own guides by name, each a ``torch.nn.Module`` Pyro guide (an
     autoguide, a ``PyroModule``, any module whose parameters are the guide's), fitted under
     the ELBO at the same budget as the families' guides and scored beside them."""
@@ -347,32 +351,46 @@ def run_posterior(
         raise ValueError("no families to fit")
     fits: dict[str, Any] = {}
     costs: dict[str, dict[str, Any]] = {}
+    cache = _FitCache(Path(out) / "fits" if out is not None else None, problem, budget)
     reference: str | Mapping[str, tuple[Any, Any]]
     if problem.exact is not None:
         reference, how = problem.exact, "exact posterior moments"
     else:
-        start = time.perf_counter()
-        fits["reference HMC"] = _hmc(
-            problem,
-            budget.reference_chains,
-            budget.reference_warmup,
-            budget.reference_draws,
-            seed=12345,
-        )
+
+        def reference_run() -> tuple[Any, dict[str, Any]]:
+            start = time.perf_counter()
+            run = _hmc(
+                problem,
+                budget.reference_chains,
+                budget.reference_warmup,
+                budget.reference_draws,
+                seed=12345,
+            )
+            return run, {"seconds": time.perf_counter() - start}
+
+        fits["reference HMC"], cost = cache.fit("reference HMC", "reference", reference_run)
         reference = "reference HMC"
         how = (
             f"pyrogen HMC, {budget.reference_chains} chains x {budget.reference_draws} draws "
-            f"after {budget.reference_warmup} warm-up ({time.perf_counter() - start:.0f} s)"
+            f"after {budget.reference_warmup} warm-up ({cost['seconds']:.0f} s)"
         )
         if progress:
             print(f"{problem.name}: reference done ({how})", flush=True)
     for family in families:
-        fits[family], costs[family] = _fit_family(problem, family, budget)
+
+        def family_fit(family: str = family) -> tuple[Any, dict[str, Any]]:
+            return _fit_family(problem, family, budget)
+
+        fits[family], costs[family] = cache.fit(family, family, family_fit)
         if progress:
             print(f"{problem.name}: {family} in {costs[family]['seconds']:.1f} s", flush=True)
     for name, guide in guides.items():
-        pyro.clear_param_store()
-        fits[name], costs[name] = _fit_guide(problem, guide, 1.0, budget)
+
+        def user_fit(guide: Any = guide) -> tuple[Any, dict[str, Any]]:
+            pyro.clear_param_store()
+            return _fit_guide(problem, guide, 1.0, budget)
+
+        fits[name], costs[name] = cache.fit(name, f"guide {type(guide).__qualname__}", user_fit)
         if progress:
             print(f"{problem.name}: {name} in {costs[name]['seconds']:.1f} s", flush=True)
     comparison = compare_posteriors(fits, reference=reference, sites=problem.sites)
@@ -392,6 +410,61 @@ def run_posterior(
     if out is not None:
         files = _write(Path(out), problem, how, summary, rows, fits, budget)
     return PosteriorResult(problem.name, how, summary, rows, files)
+
+
+class _FitCache:
+    """Finished fits in ``folder`` (``<name>.pt``: the draws, the guide's log p and log q,
+    the costs; plain tensors, loaded weights-only), read back instead of fitted again when
+    problem, family and budget are those of the run (a user's guide: its name and class),
+    so an interrupted comparison goes on from the fits it finished."""
+
+    def __init__(self, folder: Path | None, problem: PosteriorProblem, budget: PosteriorBudget):
+        self.folder = folder
+        self.base = {"problem": problem.name, "args": _describe_args(problem.args)}
+        self.base["budget"] = json.dumps(vars(budget), sort_keys=True)
+
+    def fit(
+        self, name: str, kind: str, run: Callable[[], tuple[Any, dict[str, Any]]]
+    ) -> tuple[Any, dict[str, Any]]:
+        if self.folder is None:
+            return run()
+        identity = json.dumps(self.base | {"fit": name, "kind": kind}, sort_keys=True)
+        path = self.folder / f"{name.replace('/', '_').replace(':', '_')}.pt"
+        if path.exists():
+            saved = torch.load(path, weights_only=True)
+            if saved.get("identity") == identity:
+                return _restore(saved), json.loads(saved["costs"])
+        fit, cost = run()
+        plain = _plain(fit)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"identity": identity, "costs": json.dumps(cost)} | plain, tmp)
+        tmp.replace(path)
+        return _restore(plain), cost  # as a resumed run reads it: the same tables and plots
+
+
+def _describe_args(args: tuple[Any, ...]) -> str:
+    """The problem's arguments in short: shapes and a checksum of every tensor."""
+    parts = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            parts.append(f"{tuple(a.shape)}:{float(a.double().sum()):.12g}")
+        else:
+            parts.append(repr(a)[:100])
+    return ";".join(parts)
+
+
+def _plain(fit: Any) -> dict[str, Any]:
+    """A fit as plain tensors: a guide's draws with log p and log q, or pooled draws."""
+    if isinstance(fit, GuideDraws):
+        return {"samples": dict(fit.samples), "log_p": fit.log_p, "log_q": fit.log_q}
+    return {"samples": {k: torch.as_tensor(v) for k, v in fit_draws(fit).items()}}
+
+
+def _restore(saved: dict[str, Any]) -> Any:
+    if "log_p" in saved:
+        return GuideDraws(saved["samples"], saved["log_p"], saved["log_q"])
+    return saved["samples"]
 
 
 def _write(
