@@ -20,6 +20,13 @@ generator per run, same seed: same order, same dynamic binarization):
     easy to tell from the data that the classifier saturates (accuracy 1.0) and learning
     stalls until each switch: the curve is a staircase (``benchmarks/README.md``).
 
+``--variants`` runs several self-contrastive VAEs beside the one ELBO run, each
+``GUIDE[:ALPHA[:K]]``: the guide trained by the NCE loss (``nce``) or by the bound on the
+data rows (``bound``), the noise rows' density by a Rényi upper bound of order ALPHA < 0,
+and K particles; ``--elbo-epochs`` trains the ELBO run longer for an equal-time comparison
+(it is scored on the test set after --num-epochs too), ``--test-particles`` sets the final
+test score's K.
+
 After each epoch, both VAEs are scored on held-out validation images (the last 10,000 MNIST
 training images, or the last 300 digits, binarized once): the ELBO (``--elbo-particles``
 draws) and the IWAE bound with ``--eval-particles`` particles
