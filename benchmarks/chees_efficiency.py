@@ -54,6 +54,9 @@ from pyrogen.inference.mcmc import ModelPotential, sample  # noqa: E402
 from pyrogen.machine import machine  # noqa: E402
 from pyrogen.models import logistic_regression  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mcmc_logistic import diagnostics, draws_matrix  # noqa: E402
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message="More chains")
 N, D = logistic_regression.N, logistic_regression.D
@@ -88,25 +91,6 @@ def versions() -> str:
         except PackageNotFoundError:
             pass
     return ", ".join(found)
-
-
-def draws_matrix(samples: dict[str, Any]) -> np.ndarray:
-    """(chain, draw, 11): coefficients then intercept."""
-    coef = np.asarray(samples["coef"], dtype=np.float64)
-    intercept = np.asarray(samples["intercept"], dtype=np.float64)
-    return np.concatenate([coef, intercept[..., None]], -1)
-
-
-def diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
-    import arviz as az
-
-    ds = az.convert_to_dataset(draws)
-    return {
-        "ess": az.ess(ds, method="bulk")["x"].values,
-        "rhat": az.rhat(ds)["x"].values,
-        "mean": draws.mean((0, 1)),
-        "mcse": az.mcse(ds)["x"].values,
-    }
 
 
 class CountingModelPotential(ModelPotential):
