@@ -59,7 +59,7 @@ class PosteriorComparison(NamedTuple):
 
 
 def fit_draws(fit: Any) -> dict[str, np.ndarray]:
-    """Site -> (draws, *shape) as float64, chains pooled."""
+    """Site -> ``(draws, *shape)`` as float64, chains pooled."""
     if isinstance(fit, GuideDraws):
         samples = fit.samples
         return {k: v.detach().double().cpu().numpy() for k, v in samples.items()}
