@@ -41,6 +41,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -351,7 +352,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--targets", nargs="+", default=["potential", "model"], choices=["potential", "model"]
     )
     parser.add_argument("--only", nargs="*", default=None, help="substrings of row names")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default results/ (a temporary folder with --smoke-test)",
+    )
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke_test:
@@ -398,6 +404,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "blackjax": has("blackjax"),
         "rows": [{"name": name, "runs": runs} for name, runs in per.items()],
     }
+    if args.out is None:  # a smoke test never replaces the committed results
+        args.out = Path(tempfile.mkdtemp()) if args.smoke_test else ROOT / "results"
     write(args.out, payload)
     print((args.out / "chees_efficiency.md").read_text())
     return payload
