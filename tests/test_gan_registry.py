@@ -81,7 +81,11 @@ def test_parse_adversarial_reads_penalties_and_the_moving_average() -> None:
     assert parse_adversarial(RECOMMENDED) == ("gan", {"r1": 1.0}, 0.999)
     assert parse_adversarial("pacgan2+r2=0.5") == ("pacgan2", {"r2": 0.5}, None)
     assert parse_adversarial("wgan-gp") == ("wgan-gp", {}, None)
+    name, options, _ = parse_adversarial("wgan-gp+gp=0.1")  # Gulrajani et al.'s toy penalty
+    assert (name, options) == ("wgan-gp", {"penalty": 0.1})
+    assert make_adversarial(name, mlp([2, 4, 1]), **options).penalty == 0.1
     for bad, match in (
+        ("gan+gp=0.1", "has none"),
         ("gun", "unknown adversarial objective 'gun'"),
         ("gan+r3=1", "options are"),
         ("gan+r1", "options are"),

@@ -455,7 +455,8 @@ target (``tests/test_gan_convergence.py``), where the plain GAN keeps swinging."
 def parse_adversarial(spec: str) -> tuple[str, dict[str, float], float | None]:
     """An objective's name with options, as scripts take them: ``"gan+r1=1+ema=0.999"`` ->
     ``("gan", {"r1": 1.0}, 0.999)``: the :data:`ADVERSARIAL` name, the objective's penalty
-    weights (``r1``, ``r2``) and the trainer's ``ema`` (None when not given).
+    weights (``r1``, ``r2``; ``gp``, WGAN-GP's own gradient penalty, as ``penalty``) and the
+    trainer's ``ema`` (None when not given).
 
     Example:
         >>> parse_adversarial(RECOMMENDED)
@@ -468,16 +469,21 @@ def parse_adversarial(spec: str) -> tuple[str, dict[str, float], float | None]:
     ema: float | None = None
     for option in options:
         key, _, value = option.partition("=")
-        if key not in ("r1", "r2", "ema") or not value:
+        if key not in ("r1", "r2", "ema", "gp") or not value:
             raise ValueError(
-                f"{spec!r}: options are +r1=GAMMA, +r2=GAMMA and +ema=DECAY, got {option!r}"
+                f"{spec!r}: options are +r1=GAMMA, +r2=GAMMA, +gp=LAMBDA (wgan-gp) and "
+                f"+ema=DECAY, got {option!r}"
             )
+        if key == "gp" and ADVERSARIAL[name][0] is not WGANGP:
+            raise ValueError(f"{spec!r}: +gp sets WGAN-GP's penalty; {name!r} has none")
         try:
             number = float(value)
         except ValueError:
             raise ValueError(f"{spec!r}: {key} must be a number, got {value!r}") from None
         if key == "ema":
             ema = number
+        elif key == "gp":
+            penalties["penalty"] = number
         else:
             penalties[key] = number
     return name, penalties, ema
