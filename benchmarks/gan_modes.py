@@ -118,7 +118,8 @@ def train(
             kwargs = {**kwargs, "betas": tuple(adam_betas)}
         optimizers[role] = (cls, kwargs)
     curve: dict[str, list[float]] = {"iteration": [], "mmd": [], "wasserstein": [], "hq": []}
-    assert data.std is not None
+    assert data.std is not None and data.centers is not None
+    centers = data.centers
     std = data.std
 
     def evaluate(trainer: Trainer) -> None:
@@ -131,7 +132,7 @@ def train(
         samples = generator.sample(num_scored)
         curve["iteration"].append(trainer.iteration)
         curve["mmd"].append(mmd(samples * scale, held_out).value)
-        curve["hq"].append(mode_coverage(samples * scale, data.centers, std).high_quality)
+        curve["hq"].append(mode_coverage(samples * scale, centers, std).high_quality)
         w1 = held_out_wasserstein(obj, held_out / scale, samples)  # in the data's units:
         curve["wasserstein"].append(w1 * scale)
 
