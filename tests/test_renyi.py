@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pyrogen.inference import CUBO, IWAE, RenyiBound, VRMax, renyi_reduce
+from pyrogen.inference.importance import _all_finite, _any_nan, _check_no_nan
 from pyrogen.models import AmortizedGaussianGuide, ConjugateGaussian
 
 Z = 5.0  # standard errors; a correct estimator fails a two-sided check with p < 1e-6
@@ -487,6 +488,27 @@ def test_nan_in_data() -> None:
 
     with pytest.raises(ValueError, match="observed site 'x' contains NaN"):
         IWAE(3).loss(model_with_closure_data, lambda: guide_ignoring_data(x))
+
+
+def test_data_checks_by_one_reduction_agree_with_the_entrywise_masks() -> None:
+    """The NaN/infinity checks read a sum first; where the sum misleads (a finite sum that
+    overflows, inf - inf) they fall back to the masks, so they answer as the masks do."""
+    cases = [
+        torch.randn(7, 3),
+        torch.full((4,), 3e38),  # finite entries whose sum overflows
+        torch.tensor([math.inf, -math.inf, 1.0]),  # NaN sum without a NaN entry
+        torch.tensor([1.0, math.nan]),
+        torch.tensor([-math.inf, 0.0]),
+        torch.empty(0),
+    ]
+    for value in cases:
+        assert _all_finite(value) == bool(torch.isfinite(value).all())
+        assert _any_nan(value) == bool(torch.isnan(value).any())
+    _check_no_nan((torch.full((5, 2), 3e38),), {})  # passes, although the sum overflows
+    with pytest.raises(ValueError, match="infinite values"):
+        IWAE(2).loss(
+            ConjugateGaussian(dim=2), AmortizedGaussianGuide(dim=2), torch.tensor([[math.inf, 0.0]])
+        )
 
 
 def test_dreg_refuses_a_discrete_guide_site_by_name() -> None:

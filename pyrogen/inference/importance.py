@@ -46,6 +46,7 @@ from pyrogen.inference.batching import (
     saved_rng,
     warn_loop,
 )
+from pyrogen.inference.log_density import log_prob
 
 
 class LogWeights(NamedTuple):
@@ -221,7 +222,7 @@ def check_traces(
                 site["is_observed"]
                 and isinstance(value, torch.Tensor)
                 and value.is_floating_point()
-                and bool(torch.isnan(value).any())
+                and _any_nan(value)
             ):
                 raise ValueError(
                     f"observed site '{name}' contains NaN: drop or impute the missing "
@@ -260,7 +261,7 @@ def _plan(
 
 def _site_log_prob(site: Any, value: torch.Tensor, shared: bool) -> torch.Tensor:
     try:
-        lp = site["fn"].log_prob(value, *site["args"], **site["kwargs"])
+        lp = log_prob(site["fn"], value, *site["args"], **site["kwargs"])
     except RuntimeError as exc:  # a value whose shape the distribution cannot take
         raise ValueError(
             f"shape mismatch at site '{site['name']}': its value has shape "
@@ -414,6 +415,21 @@ def _plate_nesting(traces: Sequence[tuple[Trace, Trace]]) -> int:
     return max(dims, default=0)
 
 
+def _all_finite(value: torch.Tensor) -> bool:
+    """Whether every entry of a floating-point tensor is finite, by one reduction where it
+    can: a finite sum has no NaN or infinite term (either would make the sum NaN or
+    infinite); a sum that is not finite (such a term, or an overflow) is checked entry by
+    entry. Several times cheaper than ``isfinite(value).all()``, which writes a mask."""
+    return bool(torch.isfinite(value.sum())) or bool(torch.isfinite(value).all())
+
+
+def _any_nan(value: torch.Tensor) -> bool:
+    """Whether a floating-point tensor has a NaN entry, by one reduction where it can (a NaN
+    term makes the sum NaN; a NaN sum without one, from inf - inf, is checked entry by
+    entry)."""
+    return bool(torch.isnan(value.sum())) and bool(torch.isnan(value).any())
+
+
 def _check_no_nan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Refuse empty data and data with NaN or infinite values, naming the argument."""
     named = [(f"positional argument {i}", a) for i, a in enumerate(args)]
@@ -426,7 +442,7 @@ def _check_no_nan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
                 f"the data passed as {where} are empty (shape {tuple(value.shape)}): there is "
                 "nothing to fit"
             )
-        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+        if not value.is_floating_point() or _all_finite(value):
             continue
         nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
         if nan:
