@@ -56,6 +56,7 @@ from pyrogen.machine import machine  # noqa: E402
 from pyrogen.models import logistic_regression  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mcmc_logistic import blackjax_chees as run_blackjax  # noqa: E402
 from mcmc_logistic import diagnostics, draws_matrix  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -163,62 +164,6 @@ def run_pyrogen(
         "trajectory_length": result.trajectory_length,
         "acceptance": float(result.stats["acceptance_rate"].mean()),
         "divergences": int(result.stats["diverging"].sum()),
-    }
-
-
-def run_blackjax(
-    x: np.ndarray, y: np.ndarray, seed: int, chains: int, draws: int, warmup: int
-) -> dict[str, Any]:
-    """mcmc_logistic.py's BlackJAX ChEES-HMC, with the leapfrog steps of warm-up and
-    sampling recorded."""
-    import blackjax
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-
-    def logdensity(theta: Any) -> Any:
-        coef, intercept = theta[:D], theta[D]
-        logits = xj @ coef + intercept
-        prior = -0.5 * jnp.sum(coef**2) - 0.5 * (intercept / 5.0) ** 2
-        return prior + jnp.sum(yj * logits - jnp.logaddexp(0.0, logits))
-
-    start = time.perf_counter()
-    k_init, k_warm, k_run = jax.random.split(jax.random.PRNGKey(seed), 3)
-    init = jax.random.uniform(k_init, (chains, D + 1), minval=-2.0, maxval=2.0)
-    adaptation = blackjax.chees_adaptation(logdensity, chains)
-    (states, parameters), warm_info = adaptation.run(
-        k_warm, init, step_size=0.1, optim=optax.adam(0.025), num_steps=warmup
-    )
-    step = jax.vmap(blackjax.dynamic_hmc(logdensity, **parameters).step)
-
-    def transition(states: Any, key: Any) -> tuple[Any, tuple[Any, ...]]:
-        states, info = step(jax.random.split(key, chains), states)
-        return states, (
-            states.position,
-            info.num_integration_steps,
-            info.acceptance_rate,
-            info.is_divergent,
-        )
-
-    _, (positions, steps, accept, divergent) = jax.lax.scan(
-        transition, states, jax.random.split(k_run, draws)
-    )
-    jax.block_until_ready(positions)
-    wall = time.perf_counter() - start
-    warm_steps = np.asarray(warm_info.info.num_integration_steps).sum(0).mean()
-    sampling = float(np.asarray(steps).sum(0).mean())
-    eps = float(parameters["step_size"])
-    return {
-        "draws": np.asarray(positions, dtype=np.float64).transpose(1, 0, 2),
-        "wall": wall,
-        "grads_per_chain": float(warm_steps) + sampling + 1.0,  # + the start's gradient
-        "sampling_grads_per_chain": sampling,
-        "step_size": eps,
-        "trajectory_length": eps * float(parameters["integration_steps_params"][0]),
-        "acceptance": float(np.asarray(accept).mean()),
-        "divergences": int(np.asarray(divergent).sum()),
     }
 
 

@@ -179,10 +179,21 @@ def run_numpyro(
 def run_blackjax(
     x: np.ndarray, y: np.ndarray, seed: int, chains: int, draws: int, warmup: int
 ) -> tuple[np.ndarray, int, float]:
+    """BlackJAX's ChEES-HMC (:func:`blackjax_chees`): draws, divergences, wall time."""
+    out = blackjax_chees(x, y, seed, chains, draws, warmup)
+    return out["draws"], out["divergences"], out["wall"]
+
+
+def blackjax_chees(
+    x: np.ndarray, y: np.ndarray, seed: int, chains: int, draws: int, warmup: int
+) -> dict[str, Any]:
     """BlackJAX's ChEES-HMC (Hoffman, Radul & Sountsov 2021): ``chees_adaptation`` for the
     step size and trajectory length (Adam 0.025 on the criterion, Halton jitter) over all
     chains, then jittered dynamic HMC, vmapped over chains and scanned over draws, on a
-    hand-written log density (the model's priors N(0, 1) and N(0, 5^2))."""
+    hand-written log density (the model's priors N(0, 1) and N(0, 5^2)). Returns the draws
+    ``(chain, draw, 11)``, the wall time, divergences, acceptance, the adapted step size and
+    trajectory length, and the leapfrog steps (gradients) per chain of warm-up and sampling
+    (``benchmarks/chees_efficiency.py`` reads those)."""
     import blackjax
     import jax
     import jax.numpy as jnp
@@ -200,20 +211,38 @@ def run_blackjax(
     k_init, k_warm, k_run = jax.random.split(jax.random.PRNGKey(seed), 3)
     init = jax.random.uniform(k_init, (chains, D + 1), minval=-2.0, maxval=2.0)
     adaptation = blackjax.chees_adaptation(logdensity, chains)
-    (states, parameters), _ = adaptation.run(
+    (states, parameters), warm_info = adaptation.run(
         k_warm, init, step_size=0.1, optim=optax.adam(0.025), num_steps=warmup
     )
     step = jax.vmap(blackjax.dynamic_hmc(logdensity, **parameters).step)
 
-    def transition(states: Any, key: Any) -> tuple[Any, tuple[Any, Any]]:
+    def transition(states: Any, key: Any) -> tuple[Any, tuple[Any, ...]]:
         states, info = step(jax.random.split(key, chains), states)
-        return states, (states.position, info.is_divergent)
+        return states, (
+            states.position,
+            info.num_integration_steps,
+            info.acceptance_rate,
+            info.is_divergent,
+        )
 
-    _, (positions, divergent) = jax.lax.scan(transition, states, jax.random.split(k_run, draws))
+    _, (positions, steps, accept, divergent) = jax.lax.scan(
+        transition, states, jax.random.split(k_run, draws)
+    )
     jax.block_until_ready(positions)
     wall = time.perf_counter() - start
-    draws_ = np.asarray(positions, dtype=np.float64).transpose(1, 0, 2)  # (chain, draw, 11)
-    return draws_, int(np.asarray(divergent).sum()), wall
+    warm_steps = np.asarray(warm_info.info.num_integration_steps).sum(0).mean()
+    sampling = float(np.asarray(steps).sum(0).mean())
+    eps = float(parameters["step_size"])
+    return {
+        "draws": np.asarray(positions, dtype=np.float64).transpose(1, 0, 2),
+        "wall": wall,
+        "grads_per_chain": float(warm_steps) + sampling + 1.0,  # + the start's gradient
+        "sampling_grads_per_chain": sampling,
+        "step_size": eps,
+        "trajectory_length": eps * float(parameters["integration_steps_params"][0]),
+        "acceptance": float(np.asarray(accept).mean()),
+        "divergences": int(np.asarray(divergent).sum()),
+    }
 
 
 def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
