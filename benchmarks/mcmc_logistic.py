@@ -32,6 +32,7 @@ import os
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -427,9 +428,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--throughput-chains", type=int, default=10000)
     parser.add_argument("--no-throughput", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default results/ (--smoke-test: a temporary folder)"
+    )
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
+    if args.out is None:  # a smoke test never writes over the committed results
+        args.out = Path(tempfile.mkdtemp()) if args.smoke_test else ROOT / "results"
     if args.smoke_test:
         args.seeds, args.warmup, args.draws = [0], 30, 30
         args.pyrogen_chains = [(8, 20)]

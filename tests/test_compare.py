@@ -71,6 +71,29 @@ def _numbers(results: list[dict[str, Any]]) -> list[Any]:
     ]
 
 
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
+    """Ctrl-C (SIGINT to this process) as the data are read for the ``batches``-th time."""
+    real = compare.Data.transform
+    calls = {"n": 0}
+
+    def interrupted(self: compare.Data, *args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == batches:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args)
+
+    monkeypatch.setattr(compare.Data, "transform", interrupted)
+
+
+def forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any objective reads a batch (a finished run must not train again)."""
+
+    def must_not_train(*args: Any) -> Any:
+        raise AssertionError("a finished objective was trained again")
+
+    monkeypatch.setattr(compare.Data, "transform", must_not_train)
+
+
 def test_outputs(tmp_path: Path) -> None:
     results = run(_config(tmp_path, epochs=3))
     for name in ["results.md", "results.csv", "results.json", "curves.png", "samples.png"]:
@@ -100,16 +123,7 @@ def test_resumed_run_ends_with_the_same_numbers(
 ) -> None:
     straight = run(_config(tmp_path / "straight"))
 
-    real = compare.Data.transform
-    calls = {"n": 0}
-
-    def interrupted(self: compare.Data, *args: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 4 * 15 + 2 * 15 + 8:  # Ctrl-C in the third epoch of the second objective
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(self, *args)
-
-    monkeypatch.setattr(compare.Data, "transform", interrupted)
+    interrupt_after(monkeypatch, 4 * 15 + 2 * 15 + 8)  # in the second objective's third epoch
     with pytest.raises(KeyboardInterrupt):
         run(_config(tmp_path / "resumed"))
     monkeypatch.undo()
@@ -124,10 +138,7 @@ def test_resumed_run_ends_with_the_same_numbers(
     extended = run(_config(tmp_path / "extended", epochs=4, resume=True))
     assert _numbers(extended) == _numbers(straight)
 
-    def must_not_train(*args: Any) -> Any:
-        raise AssertionError("a finished objective was trained again")
-
-    monkeypatch.setattr(compare.Data, "transform", must_not_train)
+    forbid_training(monkeypatch)
     again = run(_config(tmp_path / "extended", epochs=4, resume=True))
     assert _numbers(again) == _numbers(straight)
 

@@ -4,17 +4,14 @@ closed forms."""
 
 import importlib
 import math
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from test_compare import _config as compare_config
-from test_compare import _numbers
+from test_compare import _numbers, forbid_training, interrupt_after
 
-import pyrogen.compare as compare
 from pyrogen.compare import CompareConfig, parse_objective, run
 from pyrogen.compare.cli import list_text
 from pyrogen.inference import AVB
@@ -101,10 +98,7 @@ def test_tiny_digits_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert table.count("†") == 3  # two marked rows and the note
     assert "not a bound" in table and "fitted per image to 64 guide draws" in table
 
-    def must_not_train(*args: Any) -> Any:
-        raise AssertionError("a finished objective was trained again")
-
-    monkeypatch.setattr(compare.Data, "transform", must_not_train)
+    forbid_training(monkeypatch)
     again = run(_config(tmp_path, resume=True))
     assert _numbers(again) == _numbers(results)
 
@@ -117,16 +111,7 @@ def test_interrupted_avb_resumes_to_the_same_numbers(
     training estimate included."""
     config = dict(objectives=["avb"], epochs=3)
     straight = run(_config(tmp_path / "straight", **config))
-    real = compare.Data.transform
-    calls = {"n": 0}
-
-    def interrupted(self: compare.Data, *args: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 15 + 8:  # Ctrl-C in the second pass (15 batches of 100 per pass)
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(self, *args)
-
-    monkeypatch.setattr(compare.Data, "transform", interrupted)
+    interrupt_after(monkeypatch, 15 + 8)  # in the second pass (15 batches of 100 per pass)
     with pytest.raises(KeyboardInterrupt):
         run(_config(tmp_path / "resumed", **config))
     monkeypatch.undo()

@@ -3,16 +3,14 @@ switched by the trainer, and resume with the noise copy in the checkpoint."""
 
 import importlib
 import math
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from test_compare import _config as compare_config
+from test_compare import forbid_training, interrupt_after
 
-import pyrogen.compare as compare
 from pyrogen.compare import CompareConfig, parse_objective, run
 from pyrogen.compare.cli import list_text
 from pyrogen.inference import SelfContrastive
@@ -130,10 +128,7 @@ def test_tiny_digits_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert table.count("‡") == 2  # the marked row and the note
     assert "not a bound" in table and "K-particle IWAE bound" in table
 
-    def must_not_train(*args: Any) -> Any:
-        raise AssertionError("a finished objective was trained again")
-
-    monkeypatch.setattr(compare.Data, "transform", must_not_train)
+    forbid_training(monkeypatch)
     again = run(_config(tmp_path, resume=True))
     assert _numbers(again) == _numbers(results)
 
@@ -146,16 +141,7 @@ def test_interrupted_sc_resumes_to_the_same_numbers(
     the uninterrupted run, the per-epoch NCE loss and accuracy included."""
     config = dict(objectives=["sc"])
     straight = run(_config(tmp_path / "straight", **config))
-    real = compare.Data.transform
-    calls = {"n": 0}
-
-    def interrupted(self: compare.Data, *args: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 5 * BATCHES + 8:  # Ctrl-C in the sixth pass
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(self, *args)
-
-    monkeypatch.setattr(compare.Data, "transform", interrupted)
+    interrupt_after(monkeypatch, 5 * BATCHES + 8)  # in the sixth pass
     with pytest.raises(KeyboardInterrupt):
         run(_config(tmp_path / "resumed", **config))
     monkeypatch.undo()
