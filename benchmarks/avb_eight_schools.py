@@ -37,7 +37,7 @@ from torch import Tensor
 
 from pyrogen.inference import AVB, Trainer
 from pyrogen.inference.mcmc import sample
-from pyrogen.machine import machine, recorded_settings
+from pyrogen.machine import machine, recorded_settings, results_folder
 from pyrogen.metrics import energy_distance
 from pyrogen.models import eight_schools
 from pyrogen.models.eight_schools import ImplicitGuide, LatentCritic, model
@@ -308,10 +308,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-draws", type=int, default=20_000)
     parser.add_argument("--energy-points", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (smoke test: a temp one)"
+    )
     parser.add_argument("--figure", type=Path, default=ROOT.parent / "docs" / "images")
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, ROOT / "results", args.smoke_test)
     if args.smoke_test:
         args.chains, args.warmup, args.draws = 4, 30, 25
         args.vi_steps, args.avb_iterations, args.contrast_particles = 5, 3, 16

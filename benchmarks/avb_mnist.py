@@ -40,7 +40,7 @@ from torch import Tensor
 
 from pyrogen.data import binarize_bernoulli_fixed, binarize_dynamic, load_digits, load_mnist
 from pyrogen.inference import AVB, IWAE, RenyiBound, Trainer
-from pyrogen.machine import machine, recorded_settings
+from pyrogen.machine import machine, recorded_settings, results_folder
 from pyrogen.metrics import log_likelihood
 from pyrogen.metrics.latent_ais import ais_log_likelihood
 from pyrogen.models.avb_mnist import ImplicitVAE, InnerProductCritic, build
@@ -280,9 +280,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--is-samples", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "avb_mnist")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (smoke test: a temp one)"
+    )
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, ROOT / "results", args.smoke_test)
     if args.smoke_test:
         args.dataset, args.minutes, args.chunk, args.batch_size = "digits", 0.001, 3, 32
         args.ais_images, args.ais_batch, args.ais_chains, args.ais_steps = 20, 10, 2, 3

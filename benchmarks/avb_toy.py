@@ -26,7 +26,7 @@ import pyro
 import torch
 
 from pyrogen.inference import AVB, RenyiBound, Trainer
-from pyrogen.machine import machine
+from pyrogen.machine import machine, results_folder
 from pyrogen.models.avb_toy import FourPointToy, ResidualCritic
 
 ROOT = Path(__file__).resolve().parent
@@ -124,9 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-prior-samples", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=1, help="seeds run in parallel")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "avb_toy")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (smoke test: a temp one)"
+    )
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, ROOT / "results", args.smoke_test)
     if args.smoke_test:
         args.seeds, args.num_iterations, args.batch_size = [0, 1], 3, 32
         args.num_prior_samples = 1000

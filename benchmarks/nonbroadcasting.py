@@ -48,7 +48,7 @@ from pyrogen.inference import IWAE
 from pyrogen.inference.importance import in_plate
 from pyrogen.inference.mcmc import ModelPotential
 from pyrogen.inference.mcmc.state import potential_and_grad
-from pyrogen.machine import machine, recorded_settings
+from pyrogen.machine import machine, recorded_settings, results_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = PROJECT_ROOT / "benchmarks" / "results"
@@ -224,9 +224,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--smoke-test", action="store_true", help="a tiny run (for the tests)")
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, DEFAULT_OUT, args.smoke_test)
     if args.smoke_test:
         args.rounds, args.calls, args.loop_calls, args.warmup, args.chains = 2, 2, 1, 1, 16
     torch.set_num_threads(args.threads)

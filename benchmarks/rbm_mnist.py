@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from pyrogen.data import binarize_bernoulli_fixed, load_digits, load_mnist
 from pyrogen.inference import ContrastiveDivergence, Trainer, empty_guide
-from pyrogen.machine import machine
+from pyrogen.machine import machine, results_folder
 from pyrogen.metrics import (
     ais_log_partition,
     base_rate_bias,
@@ -412,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--work", type=Path, default=HERE / "runs" / "rbm_mnist")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (smoke test: a temp one)"
+    )
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument(
@@ -421,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         help="300 digits, 2 hidden units, 2 epochs, short AIS checked against exact log Z",
     )
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, HERE / "results", args.smoke_test)
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -31,7 +31,7 @@ import pyro
 import torch
 
 from pyrogen.compare import CompareConfig, run
-from pyrogen.machine import machine
+from pyrogen.machine import machine, results_folder
 
 HERE = Path(__file__).resolve().parent
 # Epochs per objective: about 20 minutes each at the measured 4 s (ELBO) and 7 s (K = 5)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
     parser.add_argument("--work", default=str(HERE / "runs" / "vae_mnist"))
-    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--out", default=None, help="results folder (smoke test: a temp one)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke-test", action="store_true", help="2 epochs on digits, K=50; for the test suite"
     )
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, HERE / "results", args.smoke_test)
     epochs = dict(EPOCHS)
     eval_samples, dataset = 5000, args.dataset
     if args.smoke_test:

@@ -1,14 +1,15 @@
-"""One line describing the machine and library versions, and the settings as a report records
-them, for benchmark and example reports."""
+"""One line describing the machine and library versions, the settings as a report records
+them, and where a report goes, for benchmark and example reports."""
 
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
 
-__all__ = ["machine", "recorded_settings"]
+__all__ = ["machine", "recorded_settings", "results_folder"]
 
 
 def machine() -> str:
@@ -38,3 +39,12 @@ def recorded_settings(settings: dict[str, Any], root: Path) -> dict[str, Any]:
         return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
 
     return {k: recorded(v) for k, v in settings.items()}
+
+
+def results_folder(out: str | Path | None, default: str | Path, smoke_test: bool) -> Path:
+    """Where a benchmark writes its report: ``out`` when given, else a fresh temporary
+    folder for a smoke test (which must never write over the committed results), else
+    ``default``."""
+    if out is not None:
+        return Path(out)
+    return Path(tempfile.mkdtemp(prefix="pyrogen-smoke-")) if smoke_test else Path(default)
