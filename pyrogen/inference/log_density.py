@@ -4,10 +4,11 @@ The importance weights evaluate ``site["fn"].log_prob(value)`` at every site of 
 For the commonest likelihood of generative models, independent Bernoulli pixels
 (``dist.Bernoulli(logits=...).to_event(n)``), torch negates the full per-pixel tensor before
 the event dimensions are summed: one extra pass forward and one backward over the largest
-tensor of the step (a third of the likelihood's cost, measured in
-``benchmarks/renyi_speed.py``). Summing first and negating the sum gives the same numbers:
-IEEE rounding is symmetric in sign, so the sum of negated terms is the negated sum, bit for
-bit (``tests/test_log_density.py`` checks values and gradients with ``torch.equal``).
+tensor of the step (on the 784-pixel VAE at K = 5, the likelihood's forward and backward
+took 6.0-6.8 ms that way against 3.2-3.3 ms summed first). Summing first and negating the
+sum gives the same numbers: IEEE rounding is symmetric in sign, so the sum of negated terms
+is the negated sum, bit for bit (``tests/test_log_density.py`` checks values and gradients
+with ``torch.equal``).
 
 Only exact types are taken (a subclass may override ``log_prob``), only Bernoullis built
 from logits (one built from probabilities computes its logits lazily, as the fallback
