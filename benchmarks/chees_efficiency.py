@@ -57,7 +57,7 @@ from pyrogen.models import logistic_regression  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mcmc_logistic import blackjax_chees as run_blackjax  # noqa: E402
-from mcmc_logistic import diagnostics, draws_matrix  # noqa: E402
+from mcmc_logistic import diagnostics, draws_matrix, hand_potential, hand_start  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message="More chains")
@@ -134,18 +134,15 @@ def run_pyrogen(
         out = draws_matrix({k: v.numpy() for k, v in result.samples.items()})
         calls[0] = potential.calls
     else:
+        hand = hand_potential(xt, yt)
 
         def potential_fn(z: torch.Tensor) -> torch.Tensor:
             calls[0] += 1
-            logits = z[:, :D] @ xt.T + z[:, D:]
-            loglik = yt * logits - torch.nn.functional.softplus(logits)
-            prior = 0.5 * (z[:, :D] ** 2).sum(-1) + 0.5 * (z[:, D] / 5) ** 2
-            return prior - loglik.sum(-1)
+            return hand(z)
 
-        init = torch.rand(chains, D + 1, generator=gen) * 4 - 2
         result = sample(
             potential_fn,
-            init,
+            hand_start(chains, gen),
             num_warmup=warmup,
             num_samples=draws,
             generator=gen,

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,23 @@ def diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- runners
+def hand_potential(xt: torch.Tensor, yt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's posterior as a hand-written batched potential of ``(chains, D + 1)``."""
+
+    def potential(z: torch.Tensor) -> torch.Tensor:
+        logits = z[:, :D] @ xt.T + z[:, D:]
+        loglik = yt * logits - torch.nn.functional.softplus(logits)
+        prior = 0.5 * (z[:, :D] ** 2).sum(-1) + 0.5 * (z[:, D] / 5) ** 2
+        return prior - loglik.sum(-1)
+
+    return potential
+
+
+def hand_start(chains: int, gen: torch.Generator) -> torch.Tensor:
+    """The hand potential's chains start uniform on [-2, 2]^(D + 1)."""
+    return torch.rand(chains, D + 1, generator=gen, device=gen.device) * 4 - 2
+
+
 def run_pyrogen(
     x: np.ndarray,
     y: np.ndarray,
@@ -105,16 +123,13 @@ def run_pyrogen(
         )
         out = draws_matrix({k: v.cpu().numpy() for k, v in result.samples.items()})
     else:  # the same posterior as a hand-written batched potential
-
-        def potential(z: torch.Tensor) -> torch.Tensor:
-            logits = z[:, :D] @ xt.T + z[:, D:]
-            loglik = yt * logits - torch.nn.functional.softplus(logits)
-            prior = 0.5 * (z[:, :D] ** 2).sum(-1) + 0.5 * (z[:, D] / 5) ** 2
-            return prior - loglik.sum(-1)
-
-        init = torch.rand(chains, D + 1, generator=gen, device=device) * 4 - 2
         result = sample(
-            potential, init, num_warmup=warmup, num_samples=draws, generator=gen, progress=False
+            hand_potential(xt, yt),
+            hand_start(chains, gen),
+            num_warmup=warmup,
+            num_samples=draws,
+            generator=gen,
+            progress=False,
         )
         out = result.samples["z"].cpu().numpy().astype(np.float64)
     wall = time.perf_counter() - start

@@ -177,6 +177,21 @@ def _fresh_networks(seed: int, device: str = "cpu") -> tuple[Encoder, Decoder]:
     return Encoder().to(device), Decoder().to(device)
 
 
+def adam_step(loss_of: Callable[[torch.Tensor], torch.Tensor], params: list[Any]) -> StepFn:
+    """A training step with a plain ``torch.optim.Adam`` (lr 1e-3) over ``params``: the loss
+    ``loss_of(x)``, its gradient, one update; returns the loss."""
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def step(x: torch.Tensor) -> float:
+        opt.zero_grad()
+        loss = loss_of(x)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
 def make_method(
     name: str, k: int, seed: int, pyrogen_kwargs: dict[str, Any], device: str = "cpu"
 ) -> Method:
@@ -189,14 +204,7 @@ def make_method(
 
     if name == "hand":
         params = list(encoder.parameters()) + list(decoder.parameters())
-        opt = torch.optim.Adam(params, lr=1e-3)
-
-        def step(x: torch.Tensor) -> float:
-            opt.zero_grad()
-            loss = hand_loss(encoder, decoder, x, k)
-            loss.backward()
-            opt.step()
-            return loss.item()
+        step = adam_step(lambda x: hand_loss(encoder, decoder, x, k), params)
 
     elif name in ("pyro", "pyrogen-svi"):
         loss_obj: pyro.infer.ELBO
@@ -222,14 +230,7 @@ def make_method(
                 f"RenyiBound(model, guide).parameters() has {sum(p.numel() for p in params)} "
                 f"elements, expected {expected} (encoder + decoder)"
             )
-        opt = torch.optim.Adam(params, lr=1e-3)
-
-        def step(x: torch.Tensor) -> float:
-            opt.zero_grad()
-            loss = loss_fn(x)
-            loss.backward()
-            opt.step()
-            return loss.item()
+        step = adam_step(loss_fn, params)
 
     else:
         raise ValueError(f"unknown method {name!r}")

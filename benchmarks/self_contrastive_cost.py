@@ -35,6 +35,9 @@ from pyrogen.inference import Objective, RenyiBound, SelfContrastive
 from pyrogen.machine import machine
 from pyrogen.models import build_vae
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from renyi_speed import adam_step  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent
 # name -> (label, objective factory); the self-contrastive rows as the example's --variants
 OBJECTIVES: dict[str, tuple[str, Callable[[], Objective]]] = {
@@ -64,17 +67,7 @@ def make_step(name: str, x_dim: int, z_dim: int, seed: int) -> Callable[[torch.T
     torch.manual_seed(seed)
     vae = build_vae("burda", (x_dim,), z_dim)
     loss_fn = OBJECTIVES[name][1]()(vae.model, vae.guide)
-    params = list(vae.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
-
-    def step(x: torch.Tensor) -> float:
-        opt.zero_grad()
-        loss = loss_fn(x)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-
-    return step
+    return adam_step(loss_fn, list(vae.parameters()))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -144,10 +137,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "| objective | median ms / step | x ELBO: median [min, max] |",
         "|---|---:|---|",
     ]
-    for r in rows_out:
+    for row in rows_out:
         lines.append(
-            f"| {r['label']} | {r['median_ms']:.2f} | {r['ratio_median']:.2f} "
-            f"[{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] |"
+            f"| {row['label']} | {row['median_ms']:.2f} | {row['ratio_median']:.2f} "
+            f"[{row['ratio_min']:.2f}, {row['ratio_max']:.2f}] |"
         )
     (out / "self_contrastive_cost.json").write_text(json.dumps(payload, indent=1) + "\n")
     (out / "self_contrastive_cost.md").write_text("\n".join(lines) + "\n")
