@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
 import datetime as dt
 import json
 import math
@@ -277,15 +278,43 @@ def make_batches(
 # --------------------------------------------------------------------------------------
 
 
-def run_steps(method: Method, batches: Sequence[torch.Tensor]) -> tuple[float, list[float]]:
-    """Run one step per batch; returns (ms per step, losses)."""
+def minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
+def run_steps(method: Method, batches: Sequence[torch.Tensor]) -> tuple[float, list[float], float]:
+    """Run one step per batch; returns (ms per step, losses, minor page faults per step)."""
     pyro.clear_param_store()
     losses = []
+    faults = minor_faults()
     start = time.perf_counter()
     for x in batches:
         losses.append(method.step(x))
     elapsed = time.perf_counter() - start
-    return 1e3 * elapsed / len(batches), losses
+    faults = minor_faults() - faults
+    return 1e3 * elapsed / len(batches), losses, faults / len(batches)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def steady_allocator() -> bool:
+    """Ask glibc to keep freed memory (no heap trimming) and to serve blocks up to 32 MiB
+    from the heap, not from fresh mmaps: each step then reuses the pages of the last, and
+    no method pays for page faults that depend on the order of its allocations. Returns
+    whether glibc took both settings (False elsewhere)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30)) and bool(
+            libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
+        )
+    except (OSError, AttributeError):
+        return False
 
 
 def peak_memory(method: Method, x: torch.Tensor) -> dict[str, Any]:
@@ -361,6 +390,7 @@ def summarize(
     times: dict[str, list[float]],
     losses: dict[str, list[float]],
     batch_size: int,
+    faults: dict[str, list[float]] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     for m in methods:
@@ -371,6 +401,7 @@ def summarize(
             "K": m.k,
             "median_ms_per_step": statistics.median(ms),
             "ms_per_step_rounds": ms,
+            "minor_faults_per_step": statistics.median(faults[m.label]) if faults else None,
             # loss of the last timed round, averaged over its steps, per data point
             "final_loss_per_datapoint": statistics.fmean(losses[m.label]) / batch_size,
             "max_param_change": m.param_change(),
@@ -406,7 +437,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"steps, then {cfg['repeats']} rounds x {cfg['steps']} steps per method in rotating "
         f"order; ratio = method ms / hand ms in the same round and K. Pyro validation: "
         f"{'on' if cfg['pyro_validation'] else 'off'}; pyrogen kwargs: "
-        f"`{json.dumps(cfg['pyrogen_kwargs'])}`. Wall time {report['wall_time_s']:.1f} s.",
+        f"`{json.dumps(cfg['pyrogen_kwargs'])}`. Allocator: "
+        + (
+            "glibc kept steady (no trimming, no mmap below 32 MiB)."
+            if cfg.get("steady_allocator")
+            else "as the process starts (glibc's defaults)."
+        )
+        + f" Wall time {report['wall_time_s']:.1f} s.",
         "",
         "Command:",
         "",
@@ -415,16 +452,19 @@ def markdown(report: dict[str, Any]) -> str:
         "```",
         "",
         "| method | K | median ms/step | ratio to hand: median [min, max] | final loss / point "
-        "| step's peak tensor memory (MiB) |",
-        "|---|---:|---:|---|---:|---:|",
+        "| step's peak tensor memory (MiB) | page faults / step |",
+        "|---|---:|---:|---|---:|---:|---:|",
     ]
     for row in report["results"]:
         r = row.get("ratio_to_hand")
         ratio = f"{r['median']:.2f} [{r['min']:.2f}, {r['max']:.2f}]" if r else "n/a"
         mem = f"{row['memory']['peak_mib']:.1f}" if "peak_mib" in row.get("memory", {}) else "n/a"
+        faults = row.get("minor_faults_per_step")
         lines.append(
             f"| {row['method']} | {row['K']} | {row['median_ms_per_step']:.2f} | {ratio} | "
-            f"{row['final_loss_per_datapoint']:.2f} | {mem} |"
+            f"{row['final_loss_per_datapoint']:.2f} | {mem} | "
+            + ("n/a" if faults is None else f"{faults:.0f}")
+            + " |"
         )
     lines += [
         "",
@@ -433,7 +473,10 @@ def markdown(report: dict[str, Any]) -> str:
         "steps of the last round (a sanity check that all methods optimise the same bound). "
         "Step's peak tensor memory: the most CPU tensor memory alive during one training "
         "step after the timed rounds (parameters, gradients, the optimiser's state and the "
-        "activations), from torch's profiler memory timeline.",
+        "activations), from torch's profiler memory timeline. Page faults / step: the "
+        "process's minor page faults during a round, per step, median over rounds (memory "
+        "the allocator returned to the system and touches again; each costs a few "
+        "microseconds).",
         "",
     ]
     return "\n".join(lines)
@@ -478,6 +521,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-validation", action="store_true", help="pyro.enable_validation(False)")
     p.add_argument(
+        "--steady-allocator",
+        action="store_true",
+        help="glibc mallopt: no heap trimming, no mmap below 32 MiB (see steady_allocator)",
+    )
+    p.add_argument("--name", default="renyi_speed", help="stem of the result files")
+    p.add_argument(
         "--no-memory",
         action="store_true",
         help="skip the peak tensor memory of a step (CPU, torch's profiler, after timing)",
@@ -506,6 +555,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     torch.set_num_threads(args.threads)
     pyro.enable_validation(not args.no_validation)
+    steady = steady_allocator() if args.steady_allocator else False
+    if args.steady_allocator and not steady:
+        print("--steady-allocator: glibc refused mallopt (or this is not glibc); allocator as is")
     pyrogen_kwargs = json.loads(args.pyrogen_kwargs)
     if not isinstance(pyrogen_kwargs, dict):
         raise SystemExit("--pyrogen-kwargs must be a JSON object")
@@ -541,21 +593,23 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     # ---- timed rounds, rotating order ----
     times: dict[str, list[float]] = {m.label: [] for m in methods}
+    faults: dict[str, list[float]] = {m.label: [] for m in methods}
     losses: dict[str, list[float]] = {}
     n = len(methods)
     for r in range(args.repeats):
         batches = make_batches(images, args.steps, args.batch_size, gen, args.device)
         for i in range(n):
             m = methods[(r + i) % n]
-            ms, step_losses = run_steps(m, batches)
+            ms, step_losses, step_faults = run_steps(m, batches)
             times[m.label].append(ms)
+            faults[m.label].append(step_faults)
             losses[m.label] = step_losses
         print(
             f"round {r + 1}/{args.repeats}: "
             + ", ".join(f"{lbl} {v[-1]:.2f} ms" for lbl, v in times.items())
         )
 
-    results = summarize(methods, times, losses, args.batch_size)
+    results = summarize(methods, times, losses, args.batch_size, faults)
     if args.device == "cpu" and not args.no_memory:
         x = make_batches(images, 1, args.batch_size, gen, args.device)[0]
         for m, row in zip(methods, results, strict=True):
@@ -583,6 +637,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "pyro_validation": not args.no_validation,
             "pyrogen_kwargs": pyrogen_kwargs,
             "smoke_test": args.smoke_test,
+            "steady_allocator": steady,
         },
         "results": results,
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
@@ -590,11 +645,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     report["wall_time_s"] = time.perf_counter() - wall_start
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "renyi_speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "renyi_speed.md").write_text(markdown(report))
+    (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / f"{args.name}.md").write_text(markdown(report))
     print()
     print(markdown(report))
-    print(f"wrote {out_dir / 'renyi_speed.json'} and {out_dir / 'renyi_speed.md'}")
+    print(f"wrote {out_dir / (args.name + '.json')} and {out_dir / (args.name + '.md')}")
 
     if args.profile_steps > 0:
         profile_methods(

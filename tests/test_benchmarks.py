@@ -20,14 +20,18 @@ def _run(script: str, *args: str) -> None:
 
 
 def test_renyi_speed_smoke(tmp_path: Path) -> None:
-    _run("renyi_speed.py", "--out", str(tmp_path))
-    result = json.loads((tmp_path / "renyi_speed.json").read_text())["results"]
+    _run("renyi_speed.py", "--out", str(tmp_path), "--name", "speed", "--steady-allocator")
+    report = json.loads((tmp_path / "speed.json").read_text())
+    result = report["results"]
     # every method ran for both K, trained its networks, and computed a finite ratio
     assert {(r["method"], r["K"]) for r in result} == {
         (m, k) for m in ["hand", "pyro", "pyrogen-svi", "pyrogen-module"] for k in [1, 5]
     }
     for r in result:
         assert r["max_param_change"] > 0 and r["ratio_to_hand"]["median"] > 0, r["method"]
+        assert r["minor_faults_per_step"] >= 0, r["method"]
+    assert isinstance(report["config"]["steady_allocator"], bool)
+    assert "page faults / step" in (tmp_path / "speed.md").read_text()
 
 
 def test_vae_mnist_smoke(tmp_path: Path) -> None:
