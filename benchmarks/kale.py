@@ -220,6 +220,7 @@ def main() -> None:
     p.add_argument("--work", default=None, help="default benchmarks/runs/kale")
     p.add_argument("--out", default=None, help="default benchmarks/results")
     p.add_argument("--summarise-only", action="store_true", help="write the tables only")
+    p.add_argument("--name", default="kale", help="stem of the result files")
     p.add_argument("--smoke-test", action="store_true")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -287,14 +288,14 @@ def main() -> None:
         "threads": args.threads,
     }
     text = markdown(rows, quoted, meta)
-    (out / "kale.json").write_text(
+    (out / f"{args.name}.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "gan_rows": quoted}, indent=1)
     )
-    (out / "kale.md").write_text(text)
+    (out / f"{args.name}.md").write_text(text)
     first = [r for r in runs if r["seed"] == 0 and "samples" in r["base"]]
     if first:
         toys.plot_mode_samples(
-            toys.figure_runs(first), out / "kale_samples.png", None, toys.DATASETS
+            toys.figure_runs(first), out / f"{args.name}_samples.png", None, toys.DATASETS
         )
     print(text)
 

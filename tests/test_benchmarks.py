@@ -216,3 +216,17 @@ def test_self_contrastive_cost_smoke(tmp_path: Path) -> None:
         "sc_nce_alpha-1_k5",
     ]
     assert rows[0]["ratio_median"] == 1.0 and all(r["median_ms"] > 0 for r in rows)
+
+
+def test_kale_mnist_smoke(tmp_path: Path) -> None:
+    _run("kale_mnist.py", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "kale_mnist.json").read_text())
+    assert [r["model"] for r in report["rows"]] == [
+        "KALE base generator",
+        "GEBM (KALE)",
+        "GAN (recommended recipe)",
+    ]
+    for r in report["rows"]:
+        assert r["fid"] >= 0 and 0 <= r["modes"] <= 10 and r["iterations"] == 4
+    assert (tmp_path / "kale_mnist_samples.png").stat().st_size > 0
+    assert "| GEBM (KALE) |" in (tmp_path / "kale_mnist.md").read_text()
