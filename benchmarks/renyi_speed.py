@@ -7,6 +7,8 @@ Adam lr 1e-3) is trained side by side with several implementations of the same b
   leading tensor dimension);
 * ``pyro``: ``pyro.infer.SVI`` with ``Trace_ELBO`` (K=1) or vectorized ``RenyiELBO(alpha=0)``;
 * ``pyrogen-svi``: ``pyro.infer.SVI`` with ``pyrogen.inference.RenyiBound``;
+* ``pyrogen-svi-fused``: the same with ``pyrogen.optim.FusedOptim(torch.optim.Adam)`` in place
+  of ``pyro.optim.Adam`` (one torch optimiser for all parameters, not one per parameter);
 * ``pyrogen-module``: ``RenyiBound(...)(model, guide)`` used as a ``torch.nn.Module`` with a
   plain ``torch.optim.Adam``.
 
@@ -51,11 +53,12 @@ from torch import nn
 
 from pyrogen.data import load_mnist
 from pyrogen.inference import RenyiBound
+from pyrogen.optim import FusedOptim
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 DEFAULT_OUT = PROJECT_ROOT / "benchmarks" / "results"
-ALL_METHODS = ("hand", "pyro", "pyrogen-svi", "pyrogen-module")
+ALL_METHODS = ("hand", "pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-module")
 X_DIM = 784
 HIDDEN_DIM = 400
 Z_DIM = 50
@@ -207,7 +210,7 @@ def make_method(
         params = list(encoder.parameters()) + list(decoder.parameters())
         step = adam_step(lambda x: hand_loss(encoder, decoder, x, k), params)
 
-    elif name in ("pyro", "pyrogen-svi"):
+    elif name in ("pyro", "pyrogen-svi", "pyrogen-svi-fused"):
         loss_obj: pyro.infer.ELBO
         if name == "pyro":
             if k == 1:
@@ -216,7 +219,11 @@ def make_method(
                 loss_obj = pyro.infer.RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True)
         else:
             loss_obj = _make_renyi_bound(k, pyrogen_kwargs)
-        adam = pyro.optim.Adam({"lr": 1e-3})  # type: ignore[attr-defined]
+        adam: pyro.optim.PyroOptim
+        if name == "pyrogen-svi-fused":
+            adam = FusedOptim(torch.optim.Adam, {"lr": 1e-3})
+        else:
+            adam = pyro.optim.Adam({"lr": 1e-3})  # type: ignore[attr-defined]
         svi = pyro.infer.SVI(model, guide, adam, loss=loss_obj)
 
         def step(x: torch.Tensor) -> float:

@@ -25,7 +25,9 @@ def test_renyi_speed_smoke(tmp_path: Path) -> None:
     result = report["results"]
     # every method ran for both K, trained its networks, and computed a finite ratio
     assert {(r["method"], r["K"]) for r in result} == {
-        (m, k) for m in ["hand", "pyro", "pyrogen-svi", "pyrogen-module"] for k in [1, 5]
+        (m, k)
+        for m in ["hand", "pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-module"]
+        for k in [1, 5]
     }
     for r in result:
         assert r["max_param_change"] > 0 and r["ratio_to_hand"]["median"] > 0, r["method"]
