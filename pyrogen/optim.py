@@ -63,6 +63,7 @@ class FusedOptim(PyroOptim):
         self._optimizer: torch.optim.Optimizer | None = None
         self._members: tuple[int, ...] = ()
         self._states: dict[torch.Tensor, dict[str, Any]] = {}  # of parameters not in this step
+        self._waiting: dict[str, Any] = {}  # set_state's, by name, until the parameter steps
 
     def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
         """One optimiser step of every parameter in ``params``."""
@@ -84,7 +85,7 @@ class FusedOptim(PyroOptim):
         for p in params:
             state = self._states.pop(p, None)
             if state is None:
-                waiting = self._state_waiting_to_be_consumed.pop(store.param_name(p), None)
+                waiting = self._waiting.pop(str(store.param_name(p)), None)
                 if waiting is not None:  # torch's own loading casts it to the parameter
                     single = self._single(p)
                     single.load_state_dict(waiting)
@@ -113,7 +114,7 @@ class FusedOptim(PyroOptim):
     def set_state(self, state_dict: dict[str, Any]) -> None:
         """Take states from :meth:`get_state` (or ``PyroOptim.get_state``); each is loaded
         when its parameter is next stepped, as ``PyroOptim`` does."""
-        self._state_waiting_to_be_consumed.update(state_dict)
+        self._waiting.update(state_dict)
         if self._optimizer is not None:  # parameters already held: loaded at the next step
             self._states.update(self._optimizer.state)
             store = pyro.get_param_store()
