@@ -123,10 +123,7 @@ def train(
     std = data.std
 
     def evaluate(trainer: Trainer) -> None:
-        for opt in trainer.optimizers.values():  # linear decay to 0
-            for group in opt.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-                group["lr"] = group["initial_lr"] * (1 - trainer.iteration / iterations)
+        trainer.decay_learning_rates(trainer.iteration, iterations)  # linearly to 0
         if trainer.iteration % eval_every and trainer.iteration != iterations:
             return
         samples = generator.sample(num_scored)

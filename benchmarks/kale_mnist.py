@@ -72,10 +72,7 @@ def decay(total: int) -> Any:
     """A trainer callback: every learning rate linearly to 0 at iteration ``total``."""
 
     def callback(trainer: Trainer) -> None:
-        for opt in trainer.optimizers.values():
-            for group in opt.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-                group["lr"] = group["initial_lr"] * max(0.0, 1 - trainer.iteration / total)
+        trainer.decay_learning_rates(trainer.iteration, total)
 
     return callback
 

@@ -397,7 +397,7 @@ def summarize(
     times: dict[str, list[float]],
     losses: dict[str, list[float]],
     batch_size: int,
-    faults: dict[str, list[float]] | None = None,
+    faults: dict[str, list[float]],
 ) -> list[dict[str, Any]]:
     rows = []
     for m in methods:
@@ -408,7 +408,7 @@ def summarize(
             "K": m.k,
             "median_ms_per_step": statistics.median(ms),
             "ms_per_step_rounds": ms,
-            "minor_faults_per_step": statistics.median(faults[m.label]) if faults else None,
+            "minor_faults_per_step": statistics.median(faults[m.label]),
             # loss of the last timed round, averaged over its steps, per data point
             "final_loss_per_datapoint": statistics.fmean(losses[m.label]) / batch_size,
             "max_param_change": m.param_change(),
@@ -466,12 +466,10 @@ def markdown(report: dict[str, Any]) -> str:
         r = row.get("ratio_to_hand")
         ratio = f"{r['median']:.2f} [{r['min']:.2f}, {r['max']:.2f}]" if r else "n/a"
         mem = f"{row['memory']['peak_mib']:.1f}" if "peak_mib" in row.get("memory", {}) else "n/a"
-        faults = row.get("minor_faults_per_step")
         lines.append(
             f"| {row['method']} | {row['K']} | {row['median_ms_per_step']:.2f} | {ratio} | "
             f"{row['final_loss_per_datapoint']:.2f} | {mem} | "
-            + ("n/a" if faults is None else f"{faults:.0f}")
-            + " |"
+            f"{row['minor_faults_per_step']:.0f} |"
         )
     lines += [
         "",

@@ -115,10 +115,7 @@ def train(
 
     def evaluate(trainer: Trainer) -> None:
         if lr_decay:
-            for opt in trainer.optimizers.values():
-                for group in opt.param_groups:
-                    group.setdefault("initial_lr", group["lr"])
-                    group["lr"] = group["initial_lr"] * (1 - trainer.iteration / iterations)
+            trainer.decay_learning_rates(trainer.iteration, iterations)
         if trainer.iteration % eval_every and trainer.iteration != iterations:
             return
         samples = generator.sample(num_scored)

@@ -112,10 +112,7 @@ def fit(
     }
 
     def decay(trainer: Trainer) -> None:  # every learning rate linearly to 0
-        for opt in trainer.optimizers.values():
-            for group in opt.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-                group["lr"] = group["initial_lr"] * (1 - trainer.iteration / iterations)
+        trainer.decay_learning_rates(trainer.iteration, iterations)
 
     trainer = Trainer(kale, generator, optimizers=optimizers, callback=decay, progress=progress)
     start = time.perf_counter()

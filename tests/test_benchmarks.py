@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RENYI_METHODS = ["hand", "pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-module"]
 
 
 def _run(script: str, *args: str) -> None:
@@ -25,9 +26,7 @@ def test_renyi_speed_smoke(tmp_path: Path) -> None:
     result = report["results"]
     # every method ran for both K, trained its networks, and computed a finite ratio
     assert {(r["method"], r["K"]) for r in result} == {
-        (m, k)
-        for m in ["hand", "pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-module"]
-        for k in [1, 5]
+        (m, k) for m in RENYI_METHODS for k in [1, 5]
     }
     for r in result:
         assert r["max_param_change"] > 0 and r["ratio_to_hand"]["median"] > 0, r["method"]
@@ -84,9 +83,9 @@ def test_gpu_smoke_on_cpu(tmp_path: Path) -> None:
     assert "errors" not in report, report.get("errors")
     assert [t["batch_size"] for t in report["training_steps"]] == [128, 1024]
     # every method of renyi_speed, at K = 1 and 5 and batch 128 and 1024
-    methods = ["hand", "pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-module"]
     cells = [(m["method"], m["K"], m["batch_size"]) for m in report["step_memory"]]
-    assert sorted(cells) == sorted((m, k, b) for m in methods for k in (1, 5) for b in (128, 1024))
+    expected = [(m, k, b) for m in RENYI_METHODS for k in (1, 5) for b in (128, 1024)]
+    assert sorted(cells) == sorted(expected)
     assert len(report["likelihood_memory"]) == 2
     assert all(t["chain_transitions_per_s"] > 0 for t in report["throughput"])
     assert {r["target"] for r in report["logistic"]} == {"model", "potential"}

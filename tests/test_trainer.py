@@ -378,3 +378,16 @@ def test_ema_bad_input() -> None:
             Trainer(GAN(c), g, ema=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ema_role 'model' is not a role"):
         Trainer(GAN(c), g, ema=0.99, ema_role="model")
+
+
+def test_decay_learning_rates_is_linear_to_zero() -> None:
+    g, c = _players()
+    trainer = Trainer(
+        GAN(c), g, callback=lambda t: t.decay_learning_rates(t.iteration, 4), progress=False
+    )
+    trainer.fit(_data(), 2, 50)
+    for opt in trainer.optimizers.values():
+        group = opt.param_groups[0]
+        assert group["lr"] == group["initial_lr"] * (1 - 2 / 4)  # after iteration 2 of 4
+    trainer.decay_learning_rates(6, 4)  # past the end: 0, never negative
+    assert all(o.param_groups[0]["lr"] == 0.0 for o in trainer.optimizers.values())

@@ -159,10 +159,7 @@ def _train(
     total = _iterations(trainer, budget)
     done = 0
     while done < total:
-        for opt in trainer.optimizers.values():
-            for group in opt.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-                group["lr"] = group["initial_lr"] * (1 - done / total)
+        trainer.decay_learning_rates(done, total)
         done = min(done + chunk, total)
         trainer.fit(data, done, batch_size, seed=budget.seed)
         if budget.seconds is not None and time.perf_counter() - start >= budget.seconds:

@@ -429,6 +429,15 @@ class Trainer:
             self._resume_rank(state)
         return True
 
+    def decay_learning_rates(self, done: float, total: float) -> None:
+        """Every optimiser's learning rates set to their first value times
+        ``max(0, 1 - done / total)``: a linear decay to 0 over ``total`` iterations (the
+        first value is kept in each parameter group as ``initial_lr``)."""
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * max(0.0, 1 - done / total)
+
     # The loop.
     def steps_at(self, iteration: int) -> dict[str, int]:
         """Updates of each role at ``iteration`` (from 0): the objective's schedule, with the
