@@ -4,10 +4,12 @@
 model with block conditionals) are modules of functions (``init``, ``step``, ``build``) in
 the BlackJAX style, registered by name in :data:`KERNELS`; :func:`sample` runs any of them
 with the window adaptation of ``warmup``; :class:`ModelPotential` turns a Pyro model into a
-batched potential; :class:`PyroKernel` lets ``pyro.infer.MCMC`` drive them.
+batched potential; :class:`CompiledPotential` replays a record of a potential's operations
+(``sample(compile_potential=...)``); :class:`PyroKernel` lets ``pyro.infer.MCMC`` drive them.
 """
 
 from pyrogen.inference.mcmc import gibbs, hmc, kinetic, langevin
+from pyrogen.inference.mcmc.compiled import CompiledPotential
 from pyrogen.inference.mcmc.gibbs import BlockConditionals
 from pyrogen.inference.mcmc.hmc import HMCInfo
 from pyrogen.inference.mcmc.kernels import KERNELS, Kernel, register_kernel
@@ -23,6 +25,7 @@ __all__ = [
     "KERNELS",
     "ONE_CHAIN_NUM_STEPS",
     "BlockConditionals",
+    "CompiledPotential",
     "GradientState",
     "HMCInfo",
     "Kernel",

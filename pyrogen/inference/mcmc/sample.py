@@ -22,13 +22,14 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from pyrogen.inference.mcmc.chees import check_criterion
+from pyrogen.inference.mcmc.compiled import CompiledPotential, check_compile_mode
 from pyrogen.inference.mcmc.gibbs import BlockConditionals
 from pyrogen.inference.mcmc.kernels import KERNELS, Kernel, get_kernel
 from pyrogen.inference.mcmc.potential import ModelPotential
@@ -84,6 +85,7 @@ def sample(
     max_plate_nesting: int | None = None,
     batching: str = "auto",
     init_radius: float = 2.0,
+    compile_potential: str = "none",
     generator: torch.Generator | None = None,
     progress: bool = True,
 ) -> MCMCResult:
@@ -117,6 +119,14 @@ def sample(
         batching: how a ``model`` is evaluated for many chains (:class:`ModelPotential`):
             ``"auto"`` keeps one plate of chains when the model broadcasts over it and
             otherwise runs it under ``torch.func.vmap`` (a model written with ``X @ w``).
+        compile_potential: ``"none"`` (the default) evaluates the potential and its gradient
+            eagerly at every step; ``"trace"`` records one evaluation's torch operations and
+            replays them (bit for bit the same values, without Pyro's or autograd's Python per
+            step); ``"inductor"`` also fuses them with ``torch.compile`` (within rounding;
+            seconds to compile). Either falls back to eager evaluation, with a warning, for a
+            potential whose Python control flow depends on the position
+            (:class:`~pyrogen.inference.mcmc.compiled.CompiledPotential` says what a record
+            cannot see).
         generator: ``torch.Generator`` for every random number (default: torch's global one).
         progress: a tqdm bar.
 
@@ -126,6 +136,7 @@ def sample(
     spec = get_kernel(kernel)
     _check_arguments(num_warmup, num_samples, thin, max_steps, step_size_jitter)
     check_criterion(trajectory_criterion)
+    check_compile_mode(compile_potential)
     target = _target_accept(spec, kernel, step_size, num_steps, adapt_step_size, target_accept)
     if model is not None:
         if potential_fn is not None:
@@ -133,7 +144,14 @@ def sample(
         potential_fn = ModelPotential(model, model_args, model_kwargs, max_plate_nesting, batching)
     start = _initial_position(potential_fn, initial_position, num_chains, init_radius, generator)
     clock = time.perf_counter()
-    state = spec.init(start, potential_fn, generator)
+    evaluated = potential_fn  # what the kernels evaluate; the result reads potential_fn
+    if compile_potential != "none":
+        if not spec.takes("step_size"):
+            raise ValueError(
+                f"compile_potential applies to the gradient kernels, not to {kernel!r}"
+            )
+        evaluated = CompiledPotential(cast(PotentialFn, potential_fn), compile_potential)
+    state = spec.init(start, evaluated, generator)
     config, num_steps = _schedule(
         spec,
         num_warmup,
@@ -146,10 +164,10 @@ def sample(
         trajectory_criterion,
     )
     if step_size is None and spec.takes("step_size"):
-        step_size = find_step_size(state, potential_fn, kernel, 1.0, generator=generator)
+        step_size = find_step_size(state, evaluated, kernel, 1.0, generator=generator)
     fixed = {"step_size_jitter": step_size_jitter, "divergence_threshold": divergence_threshold}
     run = _Run(spec, config, warmup_init(config, start, step_size or 1.0), fixed)
-    state = run.loop(state, potential_fn, num_steps, num_samples, thin, generator, progress)
+    state = run.loop(state, evaluated, num_steps, num_samples, thin, generator, progress)
     run.warn_divergences(target)
     return run.result(state, potential_fn, time.perf_counter() - clock)
 

@@ -32,7 +32,17 @@ def potential_and_grad(potential_fn: PotentialFn, position: Tensor) -> tuple[Ten
 
     The gradient of the sum is the per-chain gradient because chains do not interact; a chain
     whose potential is NaN or infinite gets a non-finite gradient and no other chain is touched.
+    A potential object with its own ``value_and_grad(position)`` (a
+    :class:`~pyrogen.inference.mcmc.compiled.CompiledPotential`) is asked for both instead.
     """
+    value_and_grad = getattr(potential_fn, "value_and_grad", None)
+    if value_and_grad is not None:
+        return value_and_grad(position)
+    return eager_potential_and_grad(potential_fn, position)
+
+
+def eager_potential_and_grad(potential_fn: PotentialFn, position: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`potential_and_grad` by running ``potential_fn`` and autograd."""
     with torch.enable_grad():
         z = position.detach().requires_grad_(True)
         u = potential_fn(z)
