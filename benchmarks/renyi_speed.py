@@ -10,7 +10,10 @@ Adam lr 1e-3) is trained side by side with several implementations of the same b
 * ``pyrogen-svi-fused``: the same with ``pyrogen.optim.FusedOptim(torch.optim.Adam)`` in place
   of ``pyro.optim.Adam`` (one torch optimiser for all parameters, not one per parameter);
 * ``pyrogen-module``: ``RenyiBound(...)(model, guide)`` used as a ``torch.nn.Module`` with a
-  plain ``torch.optim.Adam``.
+  plain ``torch.optim.Adam``;
+* ``pyrogen-recorded``: the same loss through ``pyrogen.inference.RecordedLoss``, which
+  records the loss and its gradients once per batch shape and replays the torch operations
+  (bit for bit the module form's values and gradients, without Pyro's Python per step).
 
 Every method gets fresh networks from the same seed, is warmed up, and is then timed for
 ``--repeats`` rounds of ``--steps`` steps in a rotating order. Times are reported in
@@ -53,12 +56,20 @@ from torch import nn
 
 from pyrogen.data import load_mnist
 from pyrogen.inference import RenyiBound
+from pyrogen.inference.recording import RecordedLoss
 from pyrogen.optim import FusedOptim
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 DEFAULT_OUT = PROJECT_ROOT / "benchmarks" / "results"
-ALL_METHODS = ("hand", "pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-module")
+ALL_METHODS = (
+    "hand",
+    "pyro",
+    "pyrogen-svi",
+    "pyrogen-svi-fused",
+    "pyrogen-module",
+    "pyrogen-recorded",
+)
 X_DIM = 784
 HIDDEN_DIM = 400
 Z_DIM = 50
@@ -196,6 +207,19 @@ def adam_step(loss_of: Callable[[torch.Tensor], torch.Tensor], params: list[Any]
     return step
 
 
+def recorded_adam_step(recorded: RecordedLoss, params: list[Any]) -> StepFn:
+    """:func:`adam_step` with the loss and gradients replayed by ``recorded``."""
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def step(x: torch.Tensor) -> float:
+        opt.zero_grad()
+        loss = recorded.backward(x)
+        opt.step()
+        return loss.item()
+
+    return step
+
+
 def make_method(
     name: str, k: int, seed: int, pyrogen_kwargs: dict[str, Any], device: str = "cpu"
 ) -> Method:
@@ -229,7 +253,7 @@ def make_method(
         def step(x: torch.Tensor) -> float:
             return float(svi.step(x))
 
-    elif name == "pyrogen-module":
+    elif name in ("pyrogen-module", "pyrogen-recorded"):
         loss_fn = _make_renyi_bound(k, pyrogen_kwargs)(model, guide)
         params = list(loss_fn.parameters())
         expected = sum(p.numel() for m in (encoder, decoder) for p in m.parameters())
@@ -238,7 +262,10 @@ def make_method(
                 f"RenyiBound(model, guide).parameters() has {sum(p.numel() for p in params)} "
                 f"elements, expected {expected} (encoder + decoder)"
             )
-        step = adam_step(loss_fn, params)
+        if name == "pyrogen-module":
+            step = adam_step(loss_fn, params)
+        else:
+            step = recorded_adam_step(RecordedLoss(loss_fn, params), params)
 
     else:
         raise ValueError(f"unknown method {name!r}")

@@ -6,7 +6,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RENYI_METHODS = ["hand", "pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-module"]
+RENYI_METHODS = [
+    "hand",
+    "pyro",
+    "pyrogen-svi",
+    "pyrogen-svi-fused",
+    "pyrogen-module",
+    "pyrogen-recorded",
+]
 
 
 def _run(script: str, *args: str) -> None:
@@ -54,7 +61,11 @@ def test_mcmc_logistic_smoke(tmp_path: Path) -> None:
     )
     for r in summary["rows"]:
         assert r["min_ess"] > 0 and r["wall"] > 0, r["name"]
+    for target in ("model", "potential"):  # every compile setting, and a fresh first run
+        for how in ("", ", trace", ", inductor", ", inductor, first run"):
+            assert f"pyrogen HMC-ChEES, 8 chains x 20, {target}{how}" in names
     assert summary["throughput"][0]["chain_transitions_per_s"] > 0
+    assert "## Matched ratios" in (tmp_path / "mcmc_logistic.md").read_text()
 
 
 def test_chees_efficiency_smoke(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pyrogen.inference.kale import KALE
 from pyrogen.inference.latent_tilt import TiltedSamples, tilted_sample
 from pyrogen.inference.nce import NCE
 from pyrogen.inference.objective import Objective, empty_guide
+from pyrogen.inference.recording import RecordedLoss
 from pyrogen.inference.renyi import CUBO, IWAE, RenyiBound, VRMax, renyi_reduce
 from pyrogen.inference.self_contrastive import SelfContrastive
 from pyrogen.inference.trainer import Trainer
@@ -31,6 +32,7 @@ __all__ = [
     "LogWeights",
     "NCE",
     "Objective",
+    "RecordedLoss",
     "RenyiBound",
     "SelfContrastive",
     "TiltedSamples",
