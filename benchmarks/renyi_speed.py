@@ -13,7 +13,9 @@ Adam lr 1e-3) is trained side by side with several implementations of the same b
   plain ``torch.optim.Adam``;
 * ``pyrogen-recorded``: the same loss through ``pyrogen.inference.RecordedLoss``, which
   records the loss and its gradients once per batch shape and replays the torch operations
-  (bit for bit the module form's values and gradients, without Pyro's Python per step).
+  (bit for bit the module form's values and gradients, without Pyro's Python per step);
+* ``pyrogen-svi-recorded``: ``pyro.infer.SVI`` with ``RecordedObjective(RenyiBound(...))``
+  and ``FusedOptim`` (the same replay inside SVI; bit for bit SVI's steps).
 
 Every method gets fresh networks from the same seed, is warmed up, and is then timed for
 ``--repeats`` rounds of ``--steps`` steps in a rotating order. Times are reported in
@@ -56,7 +58,7 @@ from torch import nn
 
 from pyrogen.data import load_mnist
 from pyrogen.inference import RenyiBound
-from pyrogen.inference.recording import RecordedLoss
+from pyrogen.inference.recording import RecordedLoss, RecordedObjective
 from pyrogen.optim import FusedOptim
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +71,7 @@ ALL_METHODS = (
     "pyrogen-svi-fused",
     "pyrogen-module",
     "pyrogen-recorded",
+    "pyrogen-svi-recorded",
 )
 X_DIM = 784
 HIDDEN_DIM = 400
@@ -234,17 +237,19 @@ def make_method(
         params = list(encoder.parameters()) + list(decoder.parameters())
         step = adam_step(lambda x: hand_loss(encoder, decoder, x, k), params)
 
-    elif name in ("pyro", "pyrogen-svi", "pyrogen-svi-fused"):
+    elif name in ("pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-svi-recorded"):
         loss_obj: pyro.infer.ELBO
         if name == "pyro":
             if k == 1:
                 loss_obj = pyro.infer.Trace_ELBO()
             else:
                 loss_obj = pyro.infer.RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True)
+        elif name == "pyrogen-svi-recorded":
+            loss_obj = RecordedObjective(_make_renyi_bound(k, pyrogen_kwargs))
         else:
             loss_obj = _make_renyi_bound(k, pyrogen_kwargs)
         adam: pyro.optim.PyroOptim
-        if name == "pyrogen-svi-fused":
+        if name in ("pyrogen-svi-fused", "pyrogen-svi-recorded"):
             adam = FusedOptim(torch.optim.Adam, {"lr": 1e-3})
         else:
             adam = pyro.optim.Adam({"lr": 1e-3})  # type: ignore[attr-defined]

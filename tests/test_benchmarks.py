@@ -13,6 +13,7 @@ RENYI_METHODS = [
     "pyrogen-svi-fused",
     "pyrogen-module",
     "pyrogen-recorded",
+    "pyrogen-svi-recorded",
 ]
 
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pyrogen.inference import RenyiBound
-from pyrogen.inference.recording import RecordedLoss, Recorder
+from pyrogen.inference.recording import RecordedLoss, RecordedObjective, Recorder
+from pyrogen.optim import FusedOptim
 from pyrogen.warnings import PyrogenWarning
 
 
@@ -69,6 +70,50 @@ def test_recorded_training_equals_the_module_form_bit_for_bit(num_particles, alp
     assert torch.equal(losses, eager_losses)
     assert all(torch.equal(a, b) for a, b in zip(params, eager_params, strict=True))
     assert step.fallback is None and len(step._recorder.records) == 2  # two batch shapes
+
+
+def train_svi(recorded: bool, fused: bool, tag: str):
+    vae = TinyVAE(0, tag)
+    objective = RenyiBound(alpha=0.0, num_particles=3)
+    loss = RecordedObjective(objective) if recorded else objective
+    optim = FusedOptim(torch.optim.Adam, {"lr": 1e-2}) if fused else pyro.optim.Adam({"lr": 1e-2})
+    svi = pyro.infer.SVI(vae.model, vae.guide, optim, loss=loss)
+    torch.manual_seed(7)
+    losses = torch.tensor([svi.step(x) for x in batches()])
+    return losses, [p.detach().clone() for p in vae.params()], loss
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["pyro-adam", "fused-adam"])
+def test_recorded_svi_equals_svi_with_the_objective_bit_for_bit(fused):
+    eager_losses, eager_params, _ = train_svi(False, fused, "eager")
+    losses, params, loss = train_svi(True, fused, "recorded")
+    assert torch.equal(losses, eager_losses)
+    assert all(torch.equal(a, b) for a, b in zip(params, eager_params, strict=True))
+    ((names, recorded),) = loss._entries.values()
+    assert len(names) == 8 and recorded.fallback is None and len(recorded._recorder.records) == 2
+
+
+def test_recorded_svi_records_again_after_the_param_store_is_cleared():
+    vae = TinyVAE(0, "cleared")
+    loss = RecordedObjective(RenyiBound())
+    x = batches()[0]
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), loss=loss)
+    svi.step(x)
+    first = loss._entries[(vae.model, vae.guide)][1]
+    pyro.clear_param_store()
+    vae.decoder[0].weight.data.zero_()  # pyro.module registers the module's tensors again
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), loss=loss)
+    svi.step(x)
+    second = loss._entries[(vae.model, vae.guide)][1]
+    assert second is not first
+    assert all(
+        p is q
+        for p, q in zip(
+            second.params,
+            [pyro.param(n).unconstrained() for n in loss._entries[(vae.model, vae.guide)][0]],
+            strict=True,
+        )
+    )
 
 
 def test_gradients_are_added_to_existing_ones_as_backward_does():
@@ -135,3 +180,5 @@ def test_bad_settings_are_refused():
     step = RecordedLoss(lambda x: x * w, [w])
     with pytest.raises(ValueError, match="scalar"):
         step.backward(torch.ones(2))
+    with pytest.raises(TypeError, match="differentiable_loss"):
+        RecordedObjective(pyro.optim.Adam({}))

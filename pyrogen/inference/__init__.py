@@ -10,7 +10,7 @@ from pyrogen.inference.kale import KALE
 from pyrogen.inference.latent_tilt import TiltedSamples, tilted_sample
 from pyrogen.inference.nce import NCE
 from pyrogen.inference.objective import Objective, empty_guide
-from pyrogen.inference.recording import RecordedLoss
+from pyrogen.inference.recording import RecordedLoss, RecordedObjective
 from pyrogen.inference.renyi import CUBO, IWAE, RenyiBound, VRMax, renyi_reduce
 from pyrogen.inference.self_contrastive import SelfContrastive
 from pyrogen.inference.trainer import Trainer
@@ -33,6 +33,7 @@ __all__ = [
     "NCE",
     "Objective",
     "RecordedLoss",
+    "RecordedObjective",
     "RenyiBound",
     "SelfContrastive",
     "TiltedSamples",

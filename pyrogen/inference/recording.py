@@ -36,12 +36,13 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.infer import ELBO
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor
 
 from pyrogen.warnings import PyrogenWarning
 
-__all__ = ["MAX_RECORDS", "MODES", "RecordedLoss", "Recorder", "check_mode"]
+__all__ = ["MAX_RECORDS", "MODES", "RecordedLoss", "RecordedObjective", "Recorder", "check_mode"]
 
 MODES = ("none", "trace", "inductor")  # "none": no recorder, the eager path
 MAX_RECORDS = 8
@@ -149,6 +150,13 @@ class Recorder:
         self.fallback = why
         self.records.clear()
         warnings.warn(f"{self.what}: {why}; running eagerly instead", PyrogenWarning, stacklevel=5)
+
+
+def _unconstrained(name: str) -> Tensor:
+    """The leaf tensor behind Pyro parameter ``name`` (what SVI's optimiser steps), looked
+    up through ``pyro.param`` so that an enclosing trace records the parameter."""
+    value: Any = pyro.param(name)
+    return value.unconstrained()
 
 
 def _tensors(args: tuple[Any, ...]) -> list[Tensor]:
@@ -308,3 +316,93 @@ class RecordedLoss:
                 else:
                     p.grad.add_(g)
         return loss
+
+
+class RecordedObjective(ELBO):
+    """An objective for ``pyro.infer.SVI`` whose ``loss_and_grads`` is replayed (a Pyro
+    ``ELBO``, as SVI requires).
+
+    Args:
+        objective: a pyrogen objective (or any object with ``differentiable_loss(model,
+            guide, *args)`` returning a scalar tensor, ``loss`` and ``loss_and_grads``).
+        mode: ``"trace"`` (see :class:`RecordedLoss`).
+
+    Per (model, guide) pair the first step runs the objective eagerly and finds the Pyro
+    parameters, then :class:`RecordedLoss` records per kind of arguments (so the steps are
+    bit for bit those of SVI with ``objective`` itself). Each later call looks the
+    parameters up with ``pyro.param``, so that SVI's parameter capture sees them, and starts
+    again from an eager step when one of them is gone from the param store or is no longer
+    the tensor recorded (``pyro.clear_param_store()``, a re-created parameter). Keyword
+    arguments are not recorded: a call with any runs eagerly.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> from pyrogen.inference import RenyiBound
+        >>> def model(x):
+        ...     loc = pyro.param("loc", torch.zeros(()))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+        >>> svi = pyro.infer.SVI(model, lambda x: None, pyro.optim.SGD({"lr": 0.1}),
+        ...                      loss=RecordedObjective(RenyiBound()))
+        >>> losses = [svi.step(torch.ones(4)) for _ in range(30)]
+        >>> round(float(pyro.param("loc")), 3)
+        1.0
+    """
+
+    def __init__(self, objective: Any, mode: str = "trace") -> None:
+        if not callable(getattr(objective, "differentiable_loss", None)):
+            raise TypeError(
+                f"objective must have a differentiable_loss, got {type(objective).__name__}"
+            )
+        if mode != "trace":
+            raise ValueError(f"RecordedObjective records with mode 'trace' only, got {mode!r}")
+        super().__init__()
+        self.objective = objective
+        self.mode = mode
+        self._entries: dict[tuple[Any, Any], tuple[list[str], RecordedLoss]] = {}
+
+    def loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Any:
+        return self.objective.loss(model, guide, *args, **kw)
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Any:
+        return self.objective.differentiable_loss(model, guide, *args, **kw)
+
+    def _get_trace(
+        self, model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        return self.objective._get_trace(model, guide, args, kwargs)
+
+    def loss_and_grads(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kw: Any
+    ) -> float:
+        """The loss as a float, its gradients added to the parameters' ``.grad``."""
+        if kw:
+            return self.objective.loss_and_grads(model, guide, *args, **kw)
+        entry = self._entries.get((model, guide))
+        if entry is not None:
+            names, recorded = entry
+            store = pyro.get_param_store()
+            if not all(name in store for name in names) or any(
+                _unconstrained(name) is not p
+                for name, p in zip(names, recorded.params, strict=True)
+            ):
+                entry = None
+        if entry is None:  # an eager step that finds the parameters
+            from pyro import poutine
+
+            with poutine.trace(param_only=True) as capture:
+                loss = self.objective.loss_and_grads(model, guide, *args)
+            names = list(capture.trace.nodes)
+            params = [_unconstrained(name) for name in names]
+            if params:
+
+                def loss_fn(*a: Any) -> Tensor:
+                    return self.objective.differentiable_loss(model, guide, *a)
+
+                self._entries[(model, guide)] = (names, RecordedLoss(loss_fn, params, self.mode))
+            return loss
+        return float(entry[1].backward(*args))
