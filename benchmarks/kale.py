@@ -57,8 +57,17 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
-def meets_goal(run: dict[str, Any]) -> bool:
-    base, gebm = run["base"], run["gebm"]
+def gebm_keys(run: dict[str, Any]) -> list[str]:
+    """The run's GEBM entries: ``gebm`` (beta 1), then colder ones in the order sampled."""
+    return [k for k in run if k == "gebm" or k.startswith("gebm_beta")]
+
+
+def model_name(run: dict[str, Any], key: str) -> str:
+    return "GEBM" if key == "gebm" else f"GEBM, beta {run[key]['beta']:g}"
+
+
+def meets_goal(run: dict[str, Any], key: str = "gebm") -> bool:
+    base, gebm = run["base"], run[key]
     return (
         gebm["high_quality"] > base["high_quality"]
         and gebm["mmd"] < base["mmd"]
@@ -71,7 +80,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for dataset in sorted({r["dataset"] for r in runs}):
         rs = sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: r["seed"])
-        for key, name in (("base", "KALE base generator"), ("gebm", "GEBM")):
+        keys = ["base", *gebm_keys(rs[0])]
+        for key in keys:
+            name = "KALE base generator" if key == "base" else model_name(rs[0], key)
             row: dict[str, Any] = {"dataset": dataset, "model": name, "seeds": len(rs)}
             for metric in ("modes", "high_quality", "reverse_kl", "mmd"):
                 vals = [
@@ -87,19 +98,19 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["sample_seconds_per_1000"] = _mean_se(
                 [1000 * r[key]["seconds"] / r["num_scored"] for r in rs]
             )[0]
-            if key == "gebm":
-                row["sampler_steps"] = rs[0]["gebm"]["sampler_steps"]
-                row["step_size"] = rs[0]["gebm"]["step_size"]
+            if key != "base":
+                row["sampler_steps"] = rs[0][key]["sampler_steps"]
+                row["step_size"] = rs[0][key]["step_size"]
                 row["beats_base_hq"] = sum(
-                    r["gebm"]["high_quality"] > r["base"]["high_quality"] for r in rs
+                    r[key]["high_quality"] > r["base"]["high_quality"] for r in rs
                 )
-                row["beats_base_mmd"] = sum(r["gebm"]["mmd"] < r["base"]["mmd"] for r in rs)
+                row["beats_base_mmd"] = sum(r[key]["mmd"] < r["base"]["mmd"] for r in rs)
                 row["beats_base_both"] = sum(
-                    r["gebm"]["high_quality"] > r["base"]["high_quality"]
-                    and r["gebm"]["mmd"] < r["base"]["mmd"]
+                    r[key]["high_quality"] > r["base"]["high_quality"]
+                    and r[key]["mmd"] < r["base"]["mmd"]
                     for r in rs
                 )
-                row["goal_runs"] = sum(meets_goal(r) for r in rs)
+                row["goal_runs"] = sum(meets_goal(r, key) for r in rs)
             rows.append(row)
     return rows
 
@@ -141,14 +152,13 @@ def markdown(rows: list[dict[str, Any]], quoted: list[dict[str, Any]], meta: dic
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        gebm = r["model"].startswith("GEBM")
         beats = (
-            f"{r['beats_base_hq']} / {r['beats_base_mmd']} / {r['beats_base_both']}"
-            if r["model"] == "GEBM"
-            else ""
+            f"{r['beats_base_hq']} / {r['beats_base_mmd']} / {r['beats_base_both']}" if gebm else ""
         )
-        goal = f"{r['goal_runs']}/{r['seeds']}" if r["model"] == "GEBM" else ""
+        goal = f"{r['goal_runs']}/{r['seeds']}" if gebm else ""
         cost = f"{r['sample_seconds_per_1000']:.2f}"
-        if r["model"] == "GEBM":
+        if gebm:
             cost += f" ({r['sampler_steps']} steps of {r['step_size']:g})"
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['iterations']} + {r['refine_steps']} | "
@@ -160,19 +170,17 @@ def markdown(rows: list[dict[str, Any]], quoted: list[dict[str, Any]], meta: dic
         )
     lines += ["", "Per seed (high quality %, base -> GEBM; MMD^2 base -> GEBM):", ""]
     for dataset in sorted({r["dataset"] for r in rows}):
-        base, gebm = (
-            next(r for r in rows if r["dataset"] == dataset and r["model"] == m)
-            for m in ("KALE base generator", "GEBM")
-        )
-        pairs = zip(
-            base["high_quality_per_seed"],
-            gebm["high_quality_per_seed"],
-            base["mmd_per_seed"],
-            gebm["mmd_per_seed"],
-            strict=True,
-        )
-        cells = [f"{a:.1f} -> {b:.1f} ({c:.1e} -> {d:.1e})" for a, b, c, d in pairs]
-        lines.append(f"- {dataset}: " + "; ".join(cells))
+        base = next(r for r in rows if r["dataset"] == dataset and r["model"].startswith("KALE"))
+        for gebm in (r for r in rows if r["dataset"] == dataset and r["model"].startswith("GEBM")):
+            pairs = zip(
+                base["high_quality_per_seed"],
+                gebm["high_quality_per_seed"],
+                base["mmd_per_seed"],
+                gebm["mmd_per_seed"],
+                strict=True,
+            )
+            cells = [f"{a:.1f} -> {b:.1f} ({c:.1e} -> {d:.1e})" for a, b, c, d in pairs]
+            lines.append(f"- {dataset}, {gebm['model']}: " + "; ".join(cells))
     if quoted:
         lines += [
             "",
@@ -198,8 +206,8 @@ def markdown(rows: list[dict[str, Any]], quoted: list[dict[str, Any]], meta: dic
 def _job(spec: dict[str, Any], path: Path) -> dict[str, Any]:
     run = toys.train(progress=False, **spec)
     run["num_scored"] = spec.get("num_scored", 2500)
-    if run["seed"]:  # seed 0's samples are kept for the figure
-        for key in ("base", "gebm"):
+    for key in ["base", *gebm_keys(run)]:  # seed 0's samples are kept for the figure
+        if run["seed"] or key.startswith("gebm_beta"):
             run[key].pop("samples")
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(run))
@@ -216,6 +224,12 @@ def main() -> None:
     p.add_argument("--refine-penalty", type=float, default=0.001)
     p.add_argument("--sampler-steps", type=int, default=200, help="kinetic Langevin steps")
     p.add_argument("--step-size", type=float, default=0.03)
+    p.add_argument(
+        "--betas",
+        default="1",
+        help="comma-separated beta of the sampled GEBM p(z) exp(-beta E(G(z))); 1 is the model, "
+        "larger is colder (each from the same trained networks)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default=None, help="default benchmarks/runs/kale")
     p.add_argument("--out", default=None, help="default benchmarks/results")
@@ -237,10 +251,15 @@ def main() -> None:
     out = Path(args.out or ROOT / "benchmarks" / "results")
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    betas = tuple(float(b) for b in args.betas.split(","))
+    if 1.0 not in betas:
+        betas = (1.0, *betas)  # the model itself is always scored
     config = (
         f"{args.iterations}-r{args.refine_steps}-p{args.refine_penalty:g}"
         f"-s{args.sampler_steps}-h{args.step_size:g}"
     )
+    if betas != (1.0,):
+        config += "-b" + "_".join(f"{b:g}" for b in betas)
     runs, todo = [], []
     for seed in range(args.seeds):
         for dataset in args.datasets.split(","):
@@ -255,6 +274,7 @@ def main() -> None:
         spec = {"dataset": dataset, "seed": seed, "iterations": args.iterations}
         spec |= {"refine_steps": args.refine_steps, "refine_penalty": args.refine_penalty}
         spec |= {"sampler_steps": args.sampler_steps, "step_size": args.step_size, **small}
+        spec["betas"] = betas
         run = _job(spec, path)
         runs.append(run)
         b, g = run["base"], run["gebm"]
@@ -282,7 +302,8 @@ def main() -> None:
             "start and every 500; Adam betas (0.5, 0.999), lr grid 1e-3 / ring 3e-4 decaying "
             f"linearly), then {args.refine_steps} energy-only steps at penalty "
             f"{args.refine_penalty:g} (Adam 1e-4); GEBM: kinetic Langevin, "
-            f"{args.sampler_steps} steps of {args.step_size:g}, friction 1"
+            f"{args.sampler_steps} steps of {args.step_size:g}, friction 1, at beta "
+            + ", ".join(f"{b:g}" for b in betas)
         ),
         "seeds": args.seeds,
         "threads": args.threads,

@@ -207,10 +207,11 @@ def test_distributed_smoke(tmp_path: Path) -> None:
 
 
 def test_kale_smoke(tmp_path: Path) -> None:
-    _run("kale.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path))
+    _run("kale.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path), "--betas", "1,3")
     summary = json.loads((tmp_path / "kale.json").read_text())
     cells = {(r["dataset"], r["model"]) for r in summary["rows"]}
-    assert cells == {(d, m) for d in ("grid", "ring") for m in ("KALE base generator", "GEBM")}
+    models = ("KALE base generator", "GEBM", "GEBM, beta 3")  # a colder GEBM beside the model
+    assert cells == {(d, m) for d in ("grid", "ring") for m in models}
     for r in summary["rows"]:
         assert r["seeds"] == 2 and 0 <= r["high_quality"] <= 100
         assert r["sample_seconds_per_1000"] >= 0
