@@ -31,6 +31,7 @@ import json
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -105,9 +106,11 @@ def run_pyrogen(
     warmup: int,
     target: str,
     device: str = "cpu",
+    compile: str = "none",
 ) -> tuple[np.ndarray, int, float]:
-    """Wall time includes moving the data to ``device`` and, on CUDA, waiting for the last
-    kernel (the draws are copied back to the host inside the timed region)."""
+    """Wall time includes moving the data to ``device``, recording and compiling the
+    potential (``compile``: ``sample``'s ``compile_potential``) and, on CUDA, waiting for the
+    last kernel (the draws are copied back to the host inside the timed region)."""
     start = time.perf_counter()
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -120,6 +123,7 @@ def run_pyrogen(
             num_samples=draws,
             generator=gen,
             progress=False,
+            compile_potential=compile,
         )
         out = draws_matrix({k: v.cpu().numpy() for k, v in result.samples.items()})
     else:  # the same posterior as a hand-written batched potential
@@ -130,10 +134,47 @@ def run_pyrogen(
             num_samples=draws,
             generator=gen,
             progress=False,
+            compile_potential=compile,
         )
         out = result.samples["z"].cpu().numpy().astype(np.float64)
     wall = time.perf_counter() - start
     return out, int(result.stats["diverging"].sum()), wall
+
+
+def run_pyrogen_first(
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    chains: int,
+    draws: int,
+    warmup: int,
+    target: str,
+    compile: str,
+) -> tuple[np.ndarray, int, float]:
+    """:func:`run_pyrogen` as a new user's first run: in a fresh process (torch and Pyro
+    imported before the clock starts, as JAX is for its rows) with an empty compile cache, so
+    the wall time includes torch.compile's own first start and compiling from nothing."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor")}
+        out = Path(tmp) / "run.npz"
+        spec = [seed, chains, draws, warmup, target, compile, torch.get_num_threads(), out]
+        subprocess.run(
+            [sys.executable, __file__, "--first-run", *map(str, spec)], env=env, check=True
+        )
+        saved = np.load(out)
+        return saved["draws"], int(saved["divergences"]), float(saved["wall"])
+
+
+def first_run_child(spec: list[str]) -> None:
+    """The child of :func:`run_pyrogen_first`: one run, saved as ``draws, divergences, wall``."""
+    seed, chains, draws, warmup, target, compile, threads, out = spec
+    torch.set_num_threads(int(threads))
+    pyro.enable_validation(False)
+    x, y, _ = make_data()
+    d, div, wall = run_pyrogen(
+        x, y, int(seed), int(chains), int(draws), int(warmup), target, compile=compile
+    )
+    np.savez(out, draws=d, divergences=div, wall=wall)
 
 
 def run_pyro(
@@ -266,13 +307,25 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
     confs: list[dict[str, Any]] = []
     for chains, draws in args.pyrogen_chains:
         for target in ("model", "potential"):
-            confs.append(
-                {
-                    "name": f"pyrogen HMC-ChEES, {chains} chains x {draws}, {target}",
-                    "run": run_pyrogen,
-                    "kw": dict(chains=chains, draws=draws, warmup=w, target=target),
-                }
-            )
+            for compile in args.compile:
+                kw = dict(chains=chains, draws=draws, warmup=w, target=target, compile=compile)
+                how = "" if compile == "none" else f", {compile}"
+                confs.append(
+                    {
+                        "name": f"pyrogen HMC-ChEES, {chains} chains x {draws}, {target}{how}",
+                        "run": run_pyrogen,
+                        "kw": kw,
+                    }
+                )
+                if compile == "inductor" and args.first_runs:
+                    confs.append(
+                        {
+                            "name": f"pyrogen HMC-ChEES, {chains} chains x {draws}, {target}"
+                            f"{how}, first run",
+                            "run": run_pyrogen_first,
+                            "kw": kw,
+                        }
+                    )
     confs.append(
         {
             "name": f"Pyro NUTS, 1 chain x {args.draws}",
@@ -409,6 +462,7 @@ def write(out: Path, payload: dict[str, Any]) -> None:
             f"{row['min_ess']:.0f} | {row['wall']:.1f} | {row['max_rhat']:.3f} | "
             f"{row['divergences']} | {row['max_mean_error']:.2f} |"
         )
+    lines += matched_ratios(payload["rows"])
     if payload.get("throughput"):
         lines += [
             "",
@@ -425,6 +479,43 @@ def write(out: Path, payload: dict[str, Any]) -> None:
                 f"{t['mean_acceptance']:.2f} |"
             )
     (out / "mcmc_logistic.md").write_text("\n".join(lines) + "\n")
+
+
+def matched_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: each pyrogen row's min-ESS/s over NumPyro's and BlackJAX's at the same chains
+    and draws, seed by seed (the runs of one seed are side by side), median (min-max)."""
+    by_seed = {r["name"]: {run["seed"]: run["ess_per_s"] for run in r["runs"]} for r in rows}
+    out: list[str] = []
+    for row in rows:
+        name = row["name"]
+        if not name.startswith("pyrogen HMC-ChEES, "):
+            continue
+        shape = name.split(", ")[1]  # "64 chains x 500"
+        cells = []
+        for ref in (f"NumPyro NUTS, {shape}", f"BlackJAX ChEES-HMC, {shape}, hand log density"):
+            other = by_seed.get(ref, {})
+            ratios = [v / other[k] for k, v in by_seed[name].items() if k in other]
+            if ratios:
+                cells.append(
+                    f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+                )
+            else:
+                cells.append("n/a")
+        out.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    if not out:
+        return []
+    return [
+        "",
+        "## Matched ratios",
+        "",
+        "min-ESS/s of each pyrogen row over NumPyro NUTS's and BlackJAX ChEES-HMC's at the same "
+        "chains and draws, seed by seed; median (min-max) over seeds. The goal of issue 21 is "
+        "1.5 against both.",
+        "",
+        "| pyrogen row | x NumPyro NUTS | x BlackJAX ChEES-HMC |",
+        "|---|---:|---:|",
+        *out,
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -446,8 +537,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--out", type=Path, default=None, help="default results/ (--smoke-test: a temporary folder)"
     )
+    parser.add_argument(
+        "--compile",
+        nargs="+",
+        default=["none", "trace", "inductor"],
+        choices=["none", "trace", "inductor"],
+        help="pyrogen rows per compile_potential setting",
+    )
+    parser.add_argument(
+        "--no-first-runs",
+        dest="first_runs",
+        action="store_false",
+        help="skip the inductor rows run in a fresh process with an empty compile cache",
+    )
+    parser.add_argument("--first-run", nargs=8, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
+    if args.first_run is not None:  # the child process of run_pyrogen_first
+        first_run_child(args.first_run)
+        return {}
     if args.out is None:  # a smoke test never writes over the committed results
         args.out = Path(tempfile.mkdtemp()) if args.smoke_test else ROOT / "results"
     if args.smoke_test:
