@@ -1,10 +1,11 @@
 r"""Record a function's torch operations once per input shape, check the record, replay it.
 
 The machinery behind :class:`~pyrogen.inference.mcmc.compiled.CompiledPotential` (a
-potential and its gradient) and :class:`~pyrogen.inference.recorded.RecordedLoss` (a training
-loss and its parameter gradients). ``torch.fx.experimental.proxy_tensor.make_fx`` runs the
-function once and keeps every operation torch's dispatcher sees, the backward pass and random
-draws included; the replay runs those operations without the Python that issued them
+potential and its gradient), :class:`RecordedLoss` (a training loss and its parameter
+gradients, module form) and :class:`RecordedObjective` (the same inside
+``pyro.infer.SVI``). ``torch.fx.experimental.proxy_tensor.make_fx`` runs the function once
+and keeps every operation torch's dispatcher sees, the backward pass and random draws
+included; the replay runs those operations without the Python that issued them
 (Pyro's handler stack, distribution objects, autograd's engine):
 
 - ``"trace"`` replays the operations as they are: the same kernels in the same order, so

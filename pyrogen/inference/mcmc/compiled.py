@@ -21,11 +21,11 @@ Example:
 from torch import Tensor
 
 from pyrogen.inference.mcmc.state import PotentialFn, eager_potential_and_grad
-from pyrogen.inference.recording import MAX_RECORDS, Recorder, check_mode
+from pyrogen.inference.recording import MAX_RECORDS, MODES, Recorder, check_mode
 
 __all__ = ["COMPILE_MODES", "MAX_RECORDS", "CompiledPotential", "check_compile_mode"]
 
-COMPILE_MODES = ("none", "trace", "inductor")  # "none": the eager path, sample's default
+COMPILE_MODES = MODES  # "none" (the eager path, sample's default), "trace", "inductor"
 
 
 def check_compile_mode(mode: str) -> None:
