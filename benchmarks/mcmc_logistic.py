@@ -107,10 +107,12 @@ def run_pyrogen(
     target: str,
     device: str = "cpu",
     compile: str = "none",
+    target_accept: float | None = None,
 ) -> tuple[np.ndarray, int, float]:
-    """Wall time includes moving the data to ``device``, recording and compiling the
-    potential (``compile``: ``sample``'s ``compile_potential``) and, on CUDA, waiting for the
-    last kernel (the draws are copied back to the host inside the timed region)."""
+    """``target_accept``: ``sample``'s (``None``: HMC's default, 0.95). Wall time includes
+    moving the data to ``device``, recording and compiling the potential (``compile``:
+    ``sample``'s ``compile_potential``) and, on CUDA, waiting for the last kernel (the draws
+    are copied back to the host inside the timed region)."""
     start = time.perf_counter()
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -124,6 +126,7 @@ def run_pyrogen(
             generator=gen,
             progress=False,
             compile_potential=compile,
+            target_accept=target_accept,
         )
         out = draws_matrix({k: v.cpu().numpy() for k, v in result.samples.items()})
     else:  # the same posterior as a hand-written batched potential
@@ -135,6 +138,7 @@ def run_pyrogen(
             generator=gen,
             progress=False,
             compile_potential=compile,
+            target_accept=target_accept,
         )
         out = result.samples["z"].cpu().numpy().astype(np.float64)
     wall = time.perf_counter() - start
@@ -150,6 +154,7 @@ def run_pyrogen_first(
     warmup: int,
     target: str,
     compile: str,
+    target_accept: float | None = None,
 ) -> tuple[np.ndarray, int, float]:
     """:func:`run_pyrogen` as a new user's first run: in a fresh process (torch and Pyro
     imported before the clock starts, as JAX is for its rows) with an empty compile cache, so
@@ -157,7 +162,8 @@ def run_pyrogen_first(
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor")}
         out = Path(tmp) / "run.npz"
-        spec = [seed, chains, draws, warmup, target, compile, torch.get_num_threads(), out]
+        spec = [seed, chains, draws, warmup, target, compile, target_accept]
+        spec += [torch.get_num_threads(), out]
         subprocess.run(
             [sys.executable, __file__, "--first-run", *map(str, spec)], env=env, check=True
         )
@@ -167,12 +173,20 @@ def run_pyrogen_first(
 
 def first_run_child(spec: list[str]) -> None:
     """The child of :func:`run_pyrogen_first`: one run, saved as ``draws, divergences, wall``."""
-    seed, chains, draws, warmup, target, compile, threads, out = spec
+    seed, chains, draws, warmup, target, compile, accept, threads, out = spec
     torch.set_num_threads(int(threads))
     pyro.enable_validation(False)
     x, y, _ = make_data()
     d, div, wall = run_pyrogen(
-        x, y, int(seed), int(chains), int(draws), int(warmup), target, compile=compile
+        x,
+        y,
+        int(seed),
+        int(chains),
+        int(draws),
+        int(warmup),
+        target,
+        compile=compile,
+        target_accept=None if accept == "None" else float(accept),
     )
     np.savez(out, draws=d, divergences=div, wall=wall)
 
@@ -310,6 +324,9 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
             for compile in args.compile:
                 kw = dict(chains=chains, draws=draws, warmup=w, target=target, compile=compile)
                 how = "" if compile == "none" else f", {compile}"
+                if args.target_accept is not None:
+                    kw["target_accept"] = args.target_accept
+                    how += f", target acceptance {args.target_accept:g}"
                 confs.append(
                     {
                         "name": f"pyrogen HMC-ChEES, {chains} chains x {draws}, {target}{how}",
@@ -436,9 +453,9 @@ def throughput(device: str, chains: int, dim: int, steps: int, transitions: int)
 
 
 # --------------------------------------------------------------------------- report
-def write(out: Path, payload: dict[str, Any]) -> None:
+def write(out: Path, payload: dict[str, Any], name: str = "mcmc_logistic") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "mcmc_logistic.json").write_text(json.dumps(payload, indent=1))
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=1))
     lines = [
         "# Bayesian logistic regression: min bulk ESS per second",
         "",
@@ -478,7 +495,7 @@ def write(out: Path, payload: dict[str, Any]) -> None:
                 f"{t['chain_transitions_per_s']:.3g} | {t['chain_gradients_per_s']:.3g} | "
                 f"{t['mean_acceptance']:.2f} |"
             )
-    (out / "mcmc_logistic.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def matched_ratios(rows: list[dict[str, Any]]) -> list[str]:
@@ -550,7 +567,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_false",
         help="skip the inductor rows run in a fresh process with an empty compile cache",
     )
-    parser.add_argument("--first-run", nargs=8, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--target-accept",
+        type=float,
+        default=None,
+        help="pyrogen's target acceptance (default: HMC's 0.95; BlackJAX's ChEES targets 0.651)",
+    )
+    parser.add_argument("--name", default="mcmc_logistic", help="stem of the result files")
+    parser.add_argument("--first-run", nargs=9, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
     if args.first_run is not None:  # the child process of run_pyrogen_first
@@ -634,8 +658,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "throughput": through,
         "numpyro": has_numpyro(),
     }
-    write(args.out, payload)
-    print((args.out / "mcmc_logistic.md").read_text())
+    write(args.out, payload, args.name)
+    print((args.out / f"{args.name}.md").read_text())
     return payload
 
 

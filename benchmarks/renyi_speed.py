@@ -34,6 +34,7 @@ import argparse
 import cProfile
 import ctypes
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -210,6 +211,9 @@ def adam_step(loss_of: Callable[[torch.Tensor], torch.Tensor], params: list[Any]
     return step
 
 
+_METHOD_COUNT = itertools.count()
+
+
 def recorded_adam_step(recorded: RecordedLoss, params: list[Any]) -> StepFn:
     """:func:`adam_step` with the loss and gradients replayed by ``recorded``."""
     opt = torch.optim.Adam(params, lr=1e-3)
@@ -228,7 +232,10 @@ def make_method(
 ) -> Method:
     """Build networks (same seed for every method), optimizer and the step function."""
     encoder, decoder = _fresh_networks(seed, device)
-    tag = f"{name.replace('-', '_')}_k{k}"
+    # Names unique per call: the param store is not cleared between rounds, and a second
+    # set of methods in the same process (gpu.py's two batch sizes) must not find the first
+    # set's parameters under its names.
+    tag = f"{name.replace('-', '_')}_k{k}_{next(_METHOD_COUNT)}"
     model = VAEModel(decoder, f"decoder_{tag}")
     guide = VAEGuide(encoder, f"encoder_{tag}")
     step: StepFn
