@@ -146,48 +146,30 @@ def run_pyrogen(
 
 
 def run_pyrogen_first(
-    x: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    chains: int,
-    draws: int,
-    warmup: int,
-    target: str,
-    compile: str,
-    target_accept: float | None = None,
+    x: np.ndarray, y: np.ndarray, seed: int, **kw: Any
 ) -> tuple[np.ndarray, int, float]:
-    """:func:`run_pyrogen` as a new user's first run: in a fresh process (torch and Pyro
-    imported before the clock starts, as JAX is for its rows) with an empty compile cache, so
-    the wall time includes torch.compile's own first start and compiling from nothing."""
+    """:func:`run_pyrogen` (``kw`` are its keywords) as a new user's first run: in a fresh
+    process (torch and Pyro imported before the clock starts, as JAX is for its rows) with an
+    empty compile cache, so the wall time includes torch.compile's own first start and
+    compiling from nothing. The child makes the same data."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor")}
         out = Path(tmp) / "run.npz"
-        spec = [seed, chains, draws, warmup, target, compile, target_accept]
-        spec += [torch.get_num_threads(), out]
+        spec = {"seed": seed, "threads": torch.get_num_threads(), "out": str(out), **kw}
         subprocess.run(
-            [sys.executable, __file__, "--first-run", *map(str, spec)], env=env, check=True
+            [sys.executable, __file__, "--first-run", json.dumps(spec)], env=env, check=True
         )
         saved = np.load(out)
         return saved["draws"], int(saved["divergences"]), float(saved["wall"])
 
 
-def first_run_child(spec: list[str]) -> None:
+def first_run_child(spec: dict[str, Any]) -> None:
     """The child of :func:`run_pyrogen_first`: one run, saved as ``draws, divergences, wall``."""
-    seed, chains, draws, warmup, target, compile, accept, threads, out = spec
-    torch.set_num_threads(int(threads))
+    torch.set_num_threads(spec.pop("threads"))
+    out = spec.pop("out")
     pyro.enable_validation(False)
     x, y, _ = make_data()
-    d, div, wall = run_pyrogen(
-        x,
-        y,
-        int(seed),
-        int(chains),
-        int(draws),
-        int(warmup),
-        target,
-        compile=compile,
-        target_accept=None if accept == "None" else float(accept),
-    )
+    d, div, wall = run_pyrogen(x, y, **spec)
     np.savez(out, draws=d, divergences=div, wall=wall)
 
 
@@ -574,7 +556,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="pyrogen's target acceptance (default: HMC's 0.95; BlackJAX's ChEES targets 0.651)",
     )
     parser.add_argument("--name", default="mcmc_logistic", help="stem of the result files")
-    parser.add_argument("--first-run", nargs=9, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--first-run", type=json.loads, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
     if args.first_run is not None:  # the child process of run_pyrogen_first

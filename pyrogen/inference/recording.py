@@ -37,6 +37,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import ELBO
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor
@@ -393,8 +394,6 @@ class RecordedObjective(ELBO):
             ):
                 entry = None
         if entry is None:  # an eager step that finds the parameters
-            from pyro import poutine
-
             with poutine.trace(param_only=True) as capture:
                 loss = self.objective.loss_and_grads(model, guide, *args)
             names = list(capture.trace.nodes)
