@@ -146,7 +146,7 @@ def training_steps(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         str(args.steps),
     ]
     if args.smoke_test:
-        argv.append("--smoke-test")
+        argv += ["--smoke-test", "--methods", ",".join(renyi_methods(args))]
     report = renyi_speed.main(renyi_speed.parse_args(argv))
     cfg = report["config"]
     return {
@@ -159,6 +159,15 @@ def training_steps(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     }
 
 
+def renyi_methods(args: argparse.Namespace) -> list[str]:
+    """renyi_speed's methods; a smoke test leaves out the compiled ones (seconds each)."""
+    return [
+        m
+        for m in renyi_speed.ALL_METHODS
+        if not (args.smoke_test and m in renyi_speed.COMPILED_METHODS)
+    ]
+
+
 def step_memory(args: argparse.Namespace, batch: int) -> list[dict[str, Any]]:
     """Peak GPU memory of one training step of each method, after a warm-up step."""
     gen = torch.Generator().manual_seed(0)
@@ -166,7 +175,7 @@ def step_memory(args: argparse.Namespace, batch: int) -> list[dict[str, Any]]:
     x = x.to(args.device)
     rows = []
     for k in (1, 5):
-        for name in renyi_speed.ALL_METHODS:
+        for name in renyi_methods(args):
             pyro.clear_param_store()
             method = renyi_speed.make_method(name, k, 0, {}, args.device)
             method.step(x)

@@ -15,7 +15,15 @@ Adam lr 1e-3) is trained side by side with several implementations of the same b
   records the loss and its gradients once per batch shape and replays the torch operations
   (bit for bit the module form's values and gradients, without Pyro's Python per step);
 * ``pyrogen-svi-recorded``: ``pyro.infer.SVI`` with ``RecordedObjective(RenyiBound(...))``
-  and ``FusedOptim`` (the same replay inside SVI; bit for bit SVI's steps).
+  and ``FusedOptim`` (the same replay inside SVI; bit for bit SVI's steps);
+* ``pyrogen-recorded-inductor``, ``pyrogen-svi-recorded-inductor``: the two above with
+  ``mode="inductor"``: the record is fused by ``torch.compile`` (values and gradients within
+  rounding of the eager ones, the same random draws);
+* ``hand-compiled``: the hand-written loss under ``torch.compile`` (forward and backward
+  fused; inductor's own random numbers), a reference for what compiling buys a hand loop.
+
+The compiled methods compile during their warm-up steps; the table gives each method's
+warm-up seconds, compiling included (a once-per-shape cost, kept out of the timed rounds).
 
 Every method gets fresh networks from the same seed, is warmed up, and is then timed for
 ``--repeats`` rounds of ``--steps`` steps in a rotating order. Times are reported in
@@ -73,7 +81,12 @@ ALL_METHODS = (
     "pyrogen-module",
     "pyrogen-recorded",
     "pyrogen-svi-recorded",
+    "pyrogen-recorded-inductor",
+    "pyrogen-svi-recorded-inductor",
+    "hand-compiled",
 )
+# compiled during the warm-up (seconds each); gpu.py's smoke test leaves them out
+COMPILED_METHODS = ("pyrogen-recorded-inductor", "pyrogen-svi-recorded-inductor", "hand-compiled")
 X_DIM = 784
 HIDDEN_DIM = 400
 Z_DIM = 50
@@ -180,6 +193,7 @@ class Method:
     step: StepFn
     modules: list[nn.Module]
     init_params: list[torch.Tensor] = field(default_factory=list)
+    warmup_s: float = 0.0
 
     @property
     def label(self) -> str:
@@ -240,11 +254,21 @@ def make_method(
     guide = VAEGuide(encoder, f"encoder_{tag}")
     step: StepFn
 
-    if name == "hand":
+    if name in ("hand", "hand-compiled"):
         params = list(encoder.parameters()) + list(decoder.parameters())
-        step = adam_step(lambda x: hand_loss(encoder, decoder, x, k), params)
 
-    elif name in ("pyro", "pyrogen-svi", "pyrogen-svi-fused", "pyrogen-svi-recorded"):
+        def loss_of(x: torch.Tensor) -> torch.Tensor:
+            return hand_loss(encoder, decoder, x, k)
+
+        step = adam_step(torch.compile(loss_of) if name == "hand-compiled" else loss_of, params)
+
+    elif name in (
+        "pyro",
+        "pyrogen-svi",
+        "pyrogen-svi-fused",
+        "pyrogen-svi-recorded",
+        "pyrogen-svi-recorded-inductor",
+    ):
         loss_obj: pyro.infer.ELBO
         if name == "pyro":
             if k == 1:
@@ -253,10 +277,12 @@ def make_method(
                 loss_obj = pyro.infer.RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True)
         elif name == "pyrogen-svi-recorded":
             loss_obj = RecordedObjective(_make_renyi_bound(k, pyrogen_kwargs))
+        elif name == "pyrogen-svi-recorded-inductor":
+            loss_obj = RecordedObjective(_make_renyi_bound(k, pyrogen_kwargs), "inductor")
         else:
             loss_obj = _make_renyi_bound(k, pyrogen_kwargs)
         adam: pyro.optim.PyroOptim
-        if name in ("pyrogen-svi-fused", "pyrogen-svi-recorded"):
+        if name.startswith(("pyrogen-svi-fused", "pyrogen-svi-recorded")):
             adam = FusedOptim(torch.optim.Adam, {"lr": 1e-3})
         else:
             adam = pyro.optim.Adam({"lr": 1e-3})  # type: ignore[attr-defined]
@@ -265,7 +291,7 @@ def make_method(
         def step(x: torch.Tensor) -> float:
             return float(svi.step(x))
 
-    elif name in ("pyrogen-module", "pyrogen-recorded"):
+    elif name in ("pyrogen-module", "pyrogen-recorded", "pyrogen-recorded-inductor"):
         loss_fn = _make_renyi_bound(k, pyrogen_kwargs)(model, guide)
         params = list(loss_fn.parameters())
         expected = sum(p.numel() for m in (encoder, decoder) for p in m.parameters())
@@ -277,7 +303,8 @@ def make_method(
         if name == "pyrogen-module":
             step = adam_step(loss_fn, params)
         else:
-            step = recorded_adam_step(RecordedLoss(loss_fn, params), params)
+            mode = "inductor" if name.endswith("inductor") else "trace"
+            step = recorded_adam_step(RecordedLoss(loss_fn, params, mode), params)
 
     else:
         raise ValueError(f"unknown method {name!r}")
@@ -454,6 +481,7 @@ def summarize(
             # loss of the last timed round, averaged over its steps, per data point
             "final_loss_per_datapoint": statistics.fmean(losses[m.label]) / batch_size,
             "max_param_change": m.param_change(),
+            "warmup_s": m.warmup_s,
         }
         if hand_label in times:
             ratios = [a / b for a, b in zip(ms, times[hand_label], strict=True)]
@@ -501,8 +529,8 @@ def markdown(report: dict[str, Any]) -> str:
         "```",
         "",
         "| method | K | median ms/step | ratio to hand: median [min, max] | final loss / point "
-        "| step's peak tensor memory (MiB) | page faults / step |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| step's peak tensor memory (MiB) | page faults / step | warm-up s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for row in report["results"]:
         r = row.get("ratio_to_hand")
@@ -511,7 +539,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {row['method']} | {row['K']} | {row['median_ms_per_step']:.2f} | {ratio} | "
             f"{row['final_loss_per_datapoint']:.2f} | {mem} | "
-            f"{row['minor_faults_per_step']:.0f} |"
+            f"{row['minor_faults_per_step']:.0f} | {row.get('warmup_s', float('nan')):.1f} |"
         )
     lines += [
         "",
@@ -523,7 +551,8 @@ def markdown(report: dict[str, Any]) -> str:
         "activations), from torch's profiler memory timeline. Page faults / step: the "
         "process's minor page faults during a round, per step, median over rounds (memory "
         "the allocator returned to the system and touches again; each costs a few "
-        "microseconds).",
+        "microseconds). Warm-up s: the method's untimed warm-up steps, its first step's "
+        "recording or compiling included.",
         "",
     ]
     return "\n".join(lines)
@@ -636,7 +665,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(args.seed + 1)
     warm = make_batches(images, args.warmup, args.batch_size, gen, args.device)
     for m in methods:
+        start = time.perf_counter()
         run_steps(m, warm)
+        m.warmup_s = time.perf_counter() - start
 
     # ---- timed rounds, rotating order ----
     times: dict[str, list[float]] = {m.label: [] for m in methods}

@@ -15,6 +15,7 @@ RENYI_METHODS = [
     "pyrogen-recorded",
     "pyrogen-svi-recorded",
 ]
+COMPILED_METHODS = ["pyrogen-recorded-inductor", "pyrogen-svi-recorded-inductor", "hand-compiled"]
 
 
 def _run(script: str, *args: str) -> None:
@@ -34,7 +35,7 @@ def test_renyi_speed_smoke(tmp_path: Path) -> None:
     result = report["results"]
     # every method ran for both K, trained its networks, and computed a finite ratio
     assert {(r["method"], r["K"]) for r in result} == {
-        (m, k) for m in RENYI_METHODS for k in [1, 5]
+        (m, k) for m in RENYI_METHODS + COMPILED_METHODS for k in [1, 5]
     }
     for r in result:
         assert r["max_param_change"] > 0 and r["ratio_to_hand"]["median"] > 0, r["method"]

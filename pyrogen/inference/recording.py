@@ -12,7 +12,9 @@ included; the replay runs those operations without the Python that issued them
   results are bit for bit the eager ones, and random draws consume torch's generator as the
   eager run does;
 - ``"inductor"`` gives the record to ``torch.compile``, which fuses element-wise operations
-  (results within rounding; compiling takes seconds and needs a C++ compiler on CPU).
+  (results within rounding; compiling takes seconds and needs a C++ compiler on CPU). Random
+  draws stay torch's own kernels (inductor's ``fallback_random``), so they consume torch's
+  generator as the eager run does and draw the same numbers.
 
 Every record is checked before it is used: its first replay must equal an eager call from
 the same random state (a second one: the first call of a Pyro objective may do more, such
@@ -132,7 +134,9 @@ class Recorder:
         replay: Callable[..., Any] = graph
         if self.mode == "inductor":
             try:
-                replay = torch.compile(graph, dynamic=False)
+                # fallback_random: the record's random draws run as torch's kernels, not as
+                # inductor's own generator, so they are the eager run's numbers
+                replay = torch.compile(graph, dynamic=False, options={"fallback_random": True})
                 _set_rng_state(start)
                 got = tuple(replay(*tensors))
             except Exception as exc:  # noqa: BLE001 - no compiler, or a compile error
@@ -241,8 +245,11 @@ class RecordedLoss:
             ``RenyiBound(...)(model, guide)``) or any function of tensors.
         params: the tensors to differentiate (default: ``loss_fn.parameters()``); their
             values are read at each replay, so an optimiser may update them in place.
-        mode: ``"trace"``, the only mode for losses: inductor draws random numbers its own
-            way, so a loss with sampled noise could not be checked against the eager run.
+        mode: ``"trace"`` (the default) replays the recorded operations bit for bit;
+            ``"inductor"`` fuses them with ``torch.compile`` (values and gradients within
+            rounding of the eager ones, random draws the eager run's; the first call per
+            batch shape compiles, which takes seconds; the :mod:`recording
+            <pyrogen.inference.recording>` module says how records are checked).
 
     :meth:`backward` is ``loss = loss_fn(*args); loss.backward()``: gradients are added to
     each parameter's ``.grad``, and the loss comes back detached. The first call per kind of
@@ -266,8 +273,8 @@ class RecordedLoss:
         params: list[Tensor] | None = None,
         mode: str = "trace",
     ) -> None:
-        if mode != "trace":
-            raise ValueError(f"RecordedLoss records with mode 'trace' only, got {mode!r}")
+        if mode not in ("trace", "inductor"):
+            raise ValueError(f"RecordedLoss mode must be 'trace' or 'inductor', got {mode!r}")
         if params is None:
             if not isinstance(loss_fn, torch.nn.Module):
                 raise TypeError("give params: loss_fn is not an nn.Module with parameters()")
@@ -327,11 +334,12 @@ class RecordedObjective(ELBO):
     Args:
         objective: a pyrogen objective (or any object with ``differentiable_loss(model,
             guide, *args)`` returning a scalar tensor, ``loss`` and ``loss_and_grads``).
-        mode: ``"trace"`` (see :class:`RecordedLoss`).
+        mode: ``"trace"`` or ``"inductor"`` (see :class:`RecordedLoss`).
 
     Per (model, guide) pair the first step runs the objective eagerly and finds the Pyro
     parameters, then :class:`RecordedLoss` records per kind of arguments (so the steps are
-    bit for bit those of SVI with ``objective`` itself). Each later call looks the
+    bit for bit those of SVI with ``objective`` itself under ``"trace"``, within rounding
+    under ``"inductor"``). Each later call looks the
     parameters up with ``pyro.param``, so that SVI's parameter capture sees them, and starts
     again from an eager step when one of them is gone from the param store or is no longer
     the tensor recorded (``pyro.clear_param_store()``, a re-created parameter). Keyword
@@ -356,8 +364,8 @@ class RecordedObjective(ELBO):
             raise TypeError(
                 f"objective must have a differentiable_loss, got {type(objective).__name__}"
             )
-        if mode != "trace":
-            raise ValueError(f"RecordedObjective records with mode 'trace' only, got {mode!r}")
+        if mode not in ("trace", "inductor"):
+            raise ValueError(f"RecordedObjective mode must be 'trace' or 'inductor', got {mode!r}")
         super().__init__()
         self.objective = objective
         self.mode = mode
