@@ -6,7 +6,14 @@ r"""Warm-up adaptation shared by the gradient kernels: step size and diagonal ma
   shared step size or one per chain with the same code.
 * A diagonal inverse mass matrix from Welford's running variance, pooled across chains
   (Chan et al.'s parallel update with a whole batch of chains at once), regularised towards
-  1e-3 as Stan does, and estimated in Stan's doubling windows.
+  1e-3 as Stan does, and estimated in Stan's doubling windows. With ``dense=True`` the same
+  estimator runs on the flattened position's covariance (the sum of outer products instead
+  of squares, Stan's ``dense_e`` metric) and the window closes on a
+  :class:`~pyrogen.inference.mcmc.mass.DenseInverseMass`, regularised towards
+  :math:`10^{-3} I`.
+
+Updating Formulae and a Pairwise Algorithm for Computing Sample Variances (Chan, Golub &
+LeVeque, 1979), https://doi.org/10.1007/978-3-642-51461-6_3.
 """
 
 import math
@@ -15,6 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pyrogen.inference.mcmc.mass import DenseInverseMass
+
 __all__ = [
     "DualAveragingState",
     "WelfordState",
@@ -22,6 +31,7 @@ __all__ = [
     "dual_averaging_update",
     "mass_window_step",
     "warmup_windows",
+    "welford_covariance",
     "welford_init",
     "welford_update",
     "welford_variance",
@@ -64,21 +74,38 @@ def dual_averaging_update(
 
 
 class WelfordState(NamedTuple):
-    """Running count, mean and sum of squared deviations over chains and draws."""
+    """Running count, mean and sum of squared deviations over chains and draws.
+
+    Diagonal: ``mean`` and ``m2`` shaped like one chain's event. Dense (``dense=True``):
+    ``mean`` is ``(D,)`` over the flattened event and ``m2`` the ``(D, D)`` sum of outer
+    products of deviations.
+    """
 
     num_draws: int
     mean: Tensor
     m2: Tensor
+    dense: bool = False
 
 
-def welford_init(like: Tensor) -> WelfordState:
-    """Empty estimate for events shaped like ``like[0]``."""
+def welford_init(like: Tensor, dense: bool = False) -> WelfordState:
+    """Empty estimate for events shaped like ``like[0]`` (dense: their covariance)."""
+    if dense:
+        d = like[0].numel()
+        mean = torch.zeros(d, dtype=like.dtype, device=like.device)
+        return WelfordState(0, mean, torch.zeros(d, d, dtype=like.dtype, device=like.device), True)
     zero = torch.zeros_like(like[0])
     return WelfordState(0, zero, zero.clone())
 
 
 def welford_update(state: WelfordState, draws: Tensor) -> WelfordState:
-    """Add one draw of every chain, ``(num_chains, *event_shape)``, in one parallel update."""
+    """Add one draw of every chain, ``(num_chains, *event_shape)``, in one parallel update.
+
+    Chan et al.'s merge of two partial estimates: with the batch's count :math:`n_b`, mean
+    and sum of squares (dense: of outer products), :math:`M_2 \\leftarrow M_2 + M_{2,b} +
+    \\delta \\delta^\\top n_a n_b / n`, :math:`\\delta` the difference of the means.
+    """
+    if state.dense:
+        return _dense_update(state, draws.reshape(draws.shape[0], -1))
     n_b = draws.shape[0]
     mean_b = draws.mean(0)
     m2_b = ((draws - mean_b) ** 2).sum(0)
@@ -89,8 +116,23 @@ def welford_update(state: WelfordState, draws: Tensor) -> WelfordState:
     return WelfordState(n, mean, m2)
 
 
+def _dense_update(state: WelfordState, draws: Tensor) -> WelfordState:
+    """:func:`welford_update` for ``(num_chains, D)`` draws and a ``(D, D)`` sum."""
+    n_b = draws.shape[0]
+    mean_b = draws.mean(0)
+    centered = draws - mean_b
+    m2_b = centered.T @ centered
+    n = state.num_draws + n_b
+    delta = mean_b - state.mean
+    mean = state.mean + delta * (n_b / n)
+    m2 = state.m2 + m2_b + torch.outer(delta, delta) * (state.num_draws * n_b / n)
+    return WelfordState(n, mean, m2, True)
+
+
 def welford_variance(state: WelfordState, regularize: bool = True) -> Tensor:
     """Sample variance; regularised like Stan: ``n/(n+5) var + 1e-3 * 5/(n+5)``."""
+    if state.dense:
+        raise ValueError("a dense Welford estimate gives a covariance: use welford_covariance")
     if state.num_draws < 2:
         raise ValueError("a variance needs at least two draws")
     var = state.m2 / (state.num_draws - 1)
@@ -100,25 +142,46 @@ def welford_variance(state: WelfordState, regularize: bool = True) -> Tensor:
     return (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
 
 
+def welford_covariance(state: WelfordState, regularize: bool = True) -> Tensor:
+    """Sample covariance ``(D, D)`` of a dense estimate; regularised like Stan's ``dense_e``
+    metric: ``n/(n+5) cov + 1e-3 * 5/(n+5) * I``, which also keeps it positive definite when
+    the pooled draws are fewer than ``D``."""
+    if not state.dense:
+        raise ValueError("a diagonal Welford estimate gives a variance: use welford_variance")
+    if state.num_draws < 2:
+        raise ValueError("a covariance needs at least two draws")
+    cov = state.m2 / (state.num_draws - 1)
+    if not regularize:
+        return cov
+    n = state.num_draws
+    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    return (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * eye
+
+
 def mass_window_step(
     welford: WelfordState,
-    inverse_mass: Tensor,
+    inverse_mass: Tensor | DenseInverseMass,
     windows: list[tuple[int, int]],
     iteration: int,
     position: Tensor,
-) -> tuple[WelfordState, Tensor, bool]:
+) -> tuple[WelfordState, Tensor | DenseInverseMass, bool]:
     """Feed warm-up iteration ``iteration``'s positions to the window it falls in.
 
     Returns the running estimate, the inverse mass matrix and whether a window closed at this
     iteration (the matrix is then the new estimate and the estimate starts afresh): the
-    caller restarts its step-size (and trajectory) adaptation then.
+    caller restarts its step-size (and trajectory) adaptation then. A dense estimate closes
+    on a :class:`~pyrogen.inference.mcmc.mass.DenseInverseMass`.
     """
     closed = False
     for first, last in windows:
         if first <= iteration <= last:
             welford = welford_update(welford, position)
         if iteration == last:
-            inverse_mass, welford, closed = welford_variance(welford), welford_init(position), True
+            if welford.dense:
+                inverse_mass = DenseInverseMass.from_matrix(welford_covariance(welford))
+            else:
+                inverse_mass = welford_variance(welford)
+            welford, closed = welford_init(position, welford.dense), True
     return welford, inverse_mass, closed
 
 

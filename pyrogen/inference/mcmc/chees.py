@@ -3,7 +3,8 @@ r"""ChEES: trajectory-length adaptation from many chains at once.
 The trajectory length :math:`T` is tuned by stochastic gradient ascent on :math:`\log T` of a
 criterion estimated from one transition of all chains, whose lengths are jittered to
 :math:`t_m = u T` by a base-2 Halton sequence :math:`u` (so lengths spread evenly). Positions
-are whitened by the mass matrix; the derivative of a proposal in :math:`\log T` is the end
+are whitened by the mass matrix (by :math:`L^{-1}` for a dense one, :math:`\Sigma = L L^\top`);
+the derivative of a proposal in :math:`\log T` is the end
 velocity times :math:`t_m`, and its pairing with a whitened position difference is the raw
 pairing with the end momentum, :math:`(z'_m - \bar z')^\top p'_m`. Chains are weighted by their
 acceptance probabilities (divergent chains get none). Two criteria, both per gradient
@@ -57,10 +58,13 @@ An Adaptive MCMC Scheme for Setting Trajectory Lengths in Hamiltonian Monte Carl
 """
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor
+
+from pyrogen.inference.mcmc import mass
+from pyrogen.inference.mcmc.mass import DenseInverseMass
 
 __all__ = ["CRITERIA", "ChEESState", "chees_init", "chees_rescale", "chees_update", "halton"]
 
@@ -100,17 +104,49 @@ def chees_init(trajectory_length: float) -> ChEESState:
 
 
 def chees_rescale(
-    state: ChEESState, old_inverse_mass: Tensor, new_inverse_mass: Tensor
+    state: ChEESState,
+    old_inverse_mass: Tensor | DenseInverseMass,
+    new_inverse_mass: Tensor | DenseInverseMass,
 ) -> ChEESState:
     """Restart after the mass matrix changed, with the length carried into the new units.
 
     Trajectory time is set by the widest whitened direction; whitening by the new matrix
     shrinks it by ``max_i sqrt(new_i / old_i)``. The optimiser and the average restart, so the
     final length reflects the last mass matrix only.
+
+    Dense matrices: the same factor is the square root of the largest generalised eigenvalue
+    of the pair, :math:`\\max_v v^\\top \\Sigma_{new} v / v^\\top \\Sigma_{old} v` (the
+    largest eigenvalue of :math:`L_{old}^{-1} \\Sigma_{new} L_{old}^{-\\top}`), which is
+    ``max_i new_i / old_i`` when both are diagonal. If the new matrix is the target's
+    covariance, the widest direction in the old whitened coordinates had exactly that
+    variance and has 1 in the new ones, so its period, and the length that suits it, shrinks
+    by the square root. A trace or determinant ratio would average over directions instead,
+    and would keep too long a length when one correlated direction dominated the old one.
     """
-    factor = float((new_inverse_mass / old_inverse_mass).max().sqrt())
+    if isinstance(old_inverse_mass, DenseInverseMass) or isinstance(
+        new_inverse_mass, DenseInverseMass
+    ):
+        factor = math.sqrt(_largest_ratio(old_inverse_mass, new_inverse_mass))
+    else:
+        factor = float((new_inverse_mass / old_inverse_mass).max().sqrt())
     log_t = state.log_length - math.log(factor)
     return ChEESState(log_t, log_t, 0.0, 0)
+
+
+def _as_matrix(inverse_mass: Tensor | DenseInverseMass, dim: int) -> Tensor:
+    """A dense matrix, or a diagonal one as a ``(dim, dim)`` matrix."""
+    if isinstance(inverse_mass, DenseInverseMass):
+        return inverse_mass.matrix
+    return torch.diag(inverse_mass.reshape(-1).expand(dim))
+
+
+def _largest_ratio(old: Tensor | DenseInverseMass, new: Tensor | DenseInverseMass) -> float:
+    """The largest generalised eigenvalue of ``new`` against ``old`` (at least one dense)."""
+    dim = old.dim if isinstance(old, DenseInverseMass) else cast(DenseInverseMass, new).dim
+    old_chol = torch.linalg.cholesky(_as_matrix(old, dim))
+    half = torch.linalg.solve_triangular(old_chol, _as_matrix(new, dim), upper=False)
+    whitened = torch.linalg.solve_triangular(old_chol, half.T, upper=False)
+    return float(torch.linalg.eigvalsh(0.5 * (whitened + whitened.T)).max())
 
 
 def check_criterion(criterion: str) -> None:
@@ -127,7 +163,7 @@ def chees_update(
     acceptance_prob: Tensor,
     is_divergent: Tensor,
     jitter: float,
-    inverse_mass: Tensor | float,
+    inverse_mass: Tensor | float | DenseInverseMass,
     step_size: float,
     max_steps: int = 1000,
     criterion: str = "ess_per_gradient",
@@ -146,9 +182,22 @@ def chees_update(
     shape = (-1,) + (1,) * (start.dim() - 1)
     safe_proposal = torch.where(finite.reshape(shape), proposal, 0.0)
     safe_momentum = torch.where(finite.reshape(shape), momentum, 0.0)
+    trajectory = jitter * math.exp(state.log_length)
+    if isinstance(inverse_mass, DenseInverseMass):
+        return _dense_step(
+            state,
+            start,
+            safe_proposal,
+            safe_momentum,
+            weight,
+            inverse_mass.to(start),
+            trajectory,
+            step_size,
+            max_steps,
+            criterion,
+        )
     scale = torch.as_tensor(inverse_mass, dtype=start.dtype, device=start.device).rsqrt()
     start_c = (start - start.mean(0)) * scale  # whitened
-    trajectory = jitter * math.exp(state.log_length)
     if criterion == "ess_per_gradient":
         return _ess_step(
             state,
@@ -164,6 +213,52 @@ def chees_update(
     prop_c = (safe_proposal - (w * safe_proposal).sum(0) / total) * scale
     diff_sq = _sum_event(prop_c.pow(2)) - _sum_event(start_c.pow(2))
     dot = _sum_event((prop_c / scale) * safe_momentum)
+    return _chees_step(state, weight, diff_sq, dot, trajectory, step_size, max_steps)
+
+
+def _dense_step(
+    state: ChEESState,
+    start: Tensor,
+    proposal: Tensor,
+    momentum: Tensor,
+    weight: Tensor,
+    inverse_mass: DenseInverseMass,
+    trajectory: float,
+    step_size: float,
+    max_steps: int,
+    criterion: str,
+) -> ChEESState:
+    """:func:`chees_update` whitened by a dense matrix: offsets :math:`L^{-1}(z - \\bar z)`,
+    velocities :math:`L^\\top p`, so that their pairing is the raw :math:`(z - \\bar z)^\\top
+    p`, as with a diagonal matrix."""
+    start_c = mass.whiten(start - start.mean(0), inverse_mass)
+    if criterion == "ess_per_gradient":
+        velocity = (momentum.reshape(momentum.shape[0], -1) @ inverse_mass.cholesky).reshape(
+            momentum.shape
+        )
+        jump = mass.whiten(proposal - start, inverse_mass)
+        return _ess_step(state, start_c, jump, velocity, weight, trajectory, step_size, max_steps)
+    total = weight.sum()
+    w = weight.reshape((-1,) + (1,) * (start.dim() - 1))
+    prop_raw = proposal - (w * proposal).sum(0) / total
+    prop_c = mass.whiten(prop_raw, inverse_mass)
+    diff_sq = _sum_event(prop_c.pow(2)) - _sum_event(start_c.pow(2))
+    dot = _sum_event(prop_raw * momentum)
+    return _chees_step(state, weight, diff_sq, dot, trajectory, step_size, max_steps)
+
+
+def _chees_step(
+    state: ChEESState,
+    weight: Tensor,
+    diff_sq: Tensor,
+    dot: Tensor,
+    trajectory: float,
+    step_size: float,
+    max_steps: int,
+) -> ChEESState:
+    """Ascend log ChEES per gradient from each chain's change of whitened square distance
+    ``diff_sq`` and the pairing ``dot`` of its centred proposal with its end momentum."""
+    total = weight.sum()
     slope = float((weight * trajectory * diff_sq * dot).sum() / total)
     chees = float((weight * 0.25 * diff_sq**2).sum() / total)
     if not (math.isfinite(slope) and math.isfinite(chees)):

@@ -2,7 +2,9 @@ r"""Hamiltonian Monte Carlo with a leading chain dimension and a per-chain accep
 
 One transition: draw :math:`p \sim N(0, M)`, take ``num_steps`` leapfrog steps of size
 :math:`\epsilon` for :math:`H(z, p) = U(z) + \tfrac12 p^\top M^{-1} p`, and accept each chain's
-end point with probability :math:`\min(1, e^{-\Delta H})`. A chain whose energy error is NaN,
+end point with probability :math:`\min(1, e^{-\Delta H})`. The inverse mass :math:`M^{-1}` is
+a diagonal tensor or a :class:`~pyrogen.inference.mcmc.mass.DenseInverseMass` over the
+flattened position (:mod:`~pyrogen.inference.mcmc.mass`). A chain whose energy error is NaN,
 infinite or above ``divergence_threshold`` is rejected and flagged divergent; the others are
 untouched, because every operation is row-wise.
 
@@ -24,6 +26,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pyrogen.inference.mcmc import mass
+from pyrogen.inference.mcmc.mass import DenseInverseMass
 from pyrogen.inference.mcmc.state import (
     GradientState,
     PotentialFn,
@@ -34,7 +38,6 @@ from pyrogen.inference.mcmc.state import (
     per_chain,
     potential_and_grad,
     select,
-    sum_event,
 )
 
 __all__ = [
@@ -86,9 +89,11 @@ def jitter_step_size(
     return step_size * (1 + jitter * (2 * u - 1))
 
 
-def kinetic_energy(momentum: Tensor, inverse_mass: Tensor | float = 1.0) -> Tensor:
-    """:math:`\\tfrac12 p^T M^{-1} p` per chain for a diagonal ``inverse_mass``."""
-    return 0.5 * sum_event(momentum * momentum * inverse_mass)
+def kinetic_energy(
+    momentum: Tensor, inverse_mass: Tensor | float | DenseInverseMass = 1.0
+) -> Tensor:
+    """:math:`\\tfrac12 p^T M^{-1} p` per chain, ``inverse_mass`` diagonal or dense."""
+    return mass.kinetic_energy(momentum, inverse_mass)
 
 
 def leapfrog(
@@ -97,15 +102,16 @@ def leapfrog(
     potential_fn: PotentialFn,
     step_size: Tensor | float,
     num_steps: int,
-    inverse_mass: Tensor | float = 1.0,
+    inverse_mass: Tensor | float | DenseInverseMass = 1.0,
 ) -> tuple[GradientState, Tensor]:
-    """``num_steps`` leapfrog steps for all chains; ``step_size`` scalar or per chain."""
+    """``num_steps`` leapfrog steps for all chains; ``step_size`` scalar or per chain; the
+    position moves by :math:`\\epsilon M^{-1} p` (diagonal or dense)."""
     eps = per_chain(step_size, state.position)
     z, grad = state.position, state.potential_grad
     p = momentum - 0.5 * eps * grad
     u = state.potential_energy
     for i in range(num_steps):
-        z = z + eps * inverse_mass * p
+        z = z + mass.velocity(p, inverse_mass, eps)
         u, grad = potential_and_grad(potential_fn, z)
         p = p - (eps if i < num_steps - 1 else 0.5 * eps) * grad
     return GradientState(z, u, grad), p
@@ -116,7 +122,7 @@ def step(
     potential_fn: PotentialFn,
     step_size: Tensor | float,
     num_steps: int,
-    inverse_mass: Tensor | float = 1.0,
+    inverse_mass: Tensor | float | DenseInverseMass = 1.0,
     divergence_threshold: float = 1000.0,
     generator: torch.Generator | None = None,
 ) -> tuple[GradientState, HMCInfo]:
@@ -127,16 +133,17 @@ def step(
         potential_fn: ``U``, mapping ``(num_chains, *event_shape)`` to ``(num_chains,)``.
         step_size: a positive scalar or one per chain, ``(num_chains,)``.
         num_steps: leapfrog steps (a positive integer, shared by all chains).
-        inverse_mass: diagonal of :math:`M^{-1}`, broadcastable to the event shape.
+        inverse_mass: diagonal of :math:`M^{-1}`, broadcastable to the event shape, or a
+            :class:`~pyrogen.inference.mcmc.mass.DenseInverseMass` over the flattened event.
         divergence_threshold: energy error above which a transition counts as divergent.
         generator: optional ``torch.Generator`` for the momentum and the accept.
     """
     check_positive_int("num_steps", num_steps)
     check_step_size(step_size)
     z0 = state.position
-    inverse_mass = torch.as_tensor(inverse_mass, dtype=z0.dtype, device=z0.device)
+    inverse_mass = mass.as_inverse_mass(inverse_mass, z0)
     noise = torch.randn(z0.shape, dtype=z0.dtype, device=z0.device, generator=generator)
-    momentum = noise * inverse_mass.rsqrt()
+    momentum = mass.momentum(noise, inverse_mass)
     energy0 = state.potential_energy + kinetic_energy(momentum, inverse_mass)
     proposal, p = leapfrog(state, momentum, potential_fn, step_size, num_steps, inverse_mass)
     energy1 = proposal.potential_energy + kinetic_energy(p, inverse_mass)
@@ -163,7 +170,7 @@ def step(
 def build(
     step_size: Tensor | float,
     num_steps: int,
-    inverse_mass: Tensor | float = 1.0,
+    inverse_mass: Tensor | float | DenseInverseMass = 1.0,
     step_size_jitter: float = 0.0,
     divergence_threshold: float = 1000.0,
 ) -> Callable[..., tuple[GradientState, HMCInfo]]:

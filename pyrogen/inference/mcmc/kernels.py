@@ -95,6 +95,9 @@ class Kernel:
         target_accept: default acceptance rate for step-size adaptation; ``None`` when the
             kernel has no accept step (the step size, if any, must then be given). A kernel
             with one reports ``info.acceptance_prob``, ``(num_chains,)``, which warm-up reads.
+        full_mass: ``build`` also takes a dense ``inverse_mass``, a
+            :class:`~pyrogen.inference.mcmc.mass.DenseInverseMass` (``sample(full_mass=True)``
+            refuses a kernel without it).
     """
 
     build: Callable[..., Step]
@@ -102,6 +105,7 @@ class Kernel:
     draw_stats: Callable[[Any, Any], dict[str, Tensor]] = _no_stats
     settings: tuple[str, ...] = ()
     target_accept: float | None = None
+    full_mass: bool = False
 
     def takes(self, setting: str) -> bool:
         return setting in self.settings
@@ -122,17 +126,22 @@ def register_kernel(
     draw_stats: Callable[[Any, Any], dict[str, Tensor]] = _no_stats,
     settings: tuple[str, ...] = (),
     target_accept: float | None = None,
+    full_mass: bool = False,
 ) -> Kernel:
     """Make ``build`` available to :func:`~pyrogen.inference.mcmc.sample` as ``kernel=name``.
 
     The default ``init`` starts a :class:`~pyrogen.inference.mcmc.GradientState`.
+    ``full_mass``: ``build`` understands a dense ``inverse_mass``
+    (:class:`~pyrogen.inference.mcmc.mass.DenseInverseMass`), as the gradient kernels here do.
     """
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise ValueError(f"unknown settings {unknown}; a kernel takes some of {SETTINGS}")
     if target_accept is not None and not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-    kernel = Kernel(build, init, draw_stats, tuple(settings), target_accept)
+    if full_mass and "inverse_mass" not in settings:
+        raise ValueError("full_mass=True needs a kernel that takes inverse_mass")
+    kernel = Kernel(build, init, draw_stats, tuple(settings), target_accept, full_mass)
     KERNELS[name] = kernel
     return kernel
 
@@ -153,6 +162,7 @@ register_kernel(
     draw_stats=hmc.draw_stats,
     settings=SETTINGS,
     target_accept=HMC_TARGET_ACCEPT,
+    full_mass=True,
 )
 register_kernel(
     "mala",
@@ -160,12 +170,14 @@ register_kernel(
     draw_stats=langevin.draw_stats,
     settings=("step_size", "inverse_mass"),
     target_accept=MALA_TARGET_ACCEPT,
+    full_mass=True,
 )
 register_kernel(
     "ula",
     langevin.build_ula,
     draw_stats=langevin.draw_stats,
     settings=("step_size", "inverse_mass"),
+    full_mass=True,
 )
 register_kernel("gibbs", gibbs.build, init=_gibbs_init)
 register_kernel(
@@ -174,4 +186,5 @@ register_kernel(
     init=kinetic.init,
     draw_stats=langevin.draw_stats,  # no Hamiltonian to report: the momentum is not resampled
     settings=("step_size", "inverse_mass"),
+    full_mass=True,
 )

@@ -5,9 +5,12 @@ The chains carry a momentum :math:`p` beside the position and follow
 .. math:: dz = M^{-1} p\,dt, \qquad dp = -\nabla U(z)\,dt - \gamma p\,dt
     + \sqrt{2\gamma}\,M^{1/2} dW,
 
-whose invariant law is :math:`e^{-U(z)} N(p; 0, M)`. One step of size :math:`h` is BAOAB
-(Leimkuhler & Matthews, 2013, https://doi.org/10.1093/amrx/abs010): half a kick, half a
-drift, the exact Ornstein-Uhlenbeck update of the momentum
+whose invariant law is :math:`e^{-U(z)} N(p; 0, M)`. The inverse mass :math:`M^{-1}` is
+diagonal or dense (:class:`~pyrogen.inference.mcmc.mass.DenseInverseMass`, :math:`\Sigma =
+L L^\top`: the drift is then :math:`\Sigma p` and the momentum noise :math:`L^{-\top}\xi`).
+One step of size :math:`h` is BAOAB (Leimkuhler & Matthews, 2013,
+https://doi.org/10.1093/amrx/abs010): half a kick, half a drift, the exact
+Ornstein-Uhlenbeck update of the momentum
 :math:`p \leftarrow e^{-\gamma h} p + \sqrt{1 - e^{-2\gamma h}}\,M^{1/2}\xi`, half a drift,
 half a kick. It has no accept step (a bias of order :math:`h^2` in the positions; none for a
 Gaussian target, whose position marginal BAOAB samples exactly) and one gradient per step.
@@ -33,7 +36,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pyrogen.inference.mcmc import mass
 from pyrogen.inference.mcmc.langevin import LangevinInfo
+from pyrogen.inference.mcmc.mass import DenseInverseMass
 from pyrogen.inference.mcmc.state import (
     PotentialFn,
     check_step_size,
@@ -71,7 +76,7 @@ def step(
     potential_fn: PotentialFn,
     step_size: Tensor | float,
     friction: float = 1.0,
-    inverse_mass: Tensor | float = 1.0,
+    inverse_mass: Tensor | float | DenseInverseMass = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[KineticState, LangevinInfo]:
     """One BAOAB step of every chain; a chain whose new point is not finite stays put (its
@@ -81,13 +86,16 @@ def step(
         raise ValueError(f"friction must be positive and finite, got {friction!r}")
     z, p = state.position, state.momentum
     h = per_chain(step_size, z)
-    inv_mass = torch.as_tensor(inverse_mass, dtype=z.dtype, device=z.device)
+    inv_mass = mass.as_inverse_mass(inverse_mass, z)
     p = p - 0.5 * h * state.potential_grad
-    z_new = z + 0.5 * h * inv_mass * p
+    z_new = z + mass.velocity(p, inv_mass, 0.5 * h)
     decay = torch.exp(-friction * h)
     noise = torch.randn(z.shape, dtype=z.dtype, device=z.device, generator=generator)
-    p = decay * p + (1 - decay**2).sqrt() * inv_mass.rsqrt() * noise
-    z_new = z_new + 0.5 * h * inv_mass * p
+    if isinstance(inv_mass, DenseInverseMass):
+        p = decay * p + (1 - decay**2).sqrt() * mass.momentum(noise, inv_mass)
+    else:
+        p = decay * p + (1 - decay**2).sqrt() * inv_mass.rsqrt() * noise
+    z_new = z_new + mass.velocity(p, inv_mass, 0.5 * h)
     u, grad = potential_and_grad(potential_fn, z_new)
     p = p - 0.5 * h * grad
     ok = (
@@ -96,8 +104,8 @@ def step(
         & torch.isfinite(p.flatten(1)).all(1)
     )
     mask = ok.reshape(ok.shape + (1,) * (z.dim() - 1))
-    fresh = inv_mass.rsqrt() * torch.randn(
-        z.shape, dtype=z.dtype, device=z.device, generator=generator
+    fresh = mass.momentum(
+        torch.randn(z.shape, dtype=z.dtype, device=z.device, generator=generator), inv_mass
     )
     new = KineticState(
         torch.where(mask, z_new, z),
@@ -111,7 +119,9 @@ def step(
 
 
 def build(
-    step_size: Tensor | float, inverse_mass: Tensor | float = 1.0, friction: float = 1.0
+    step_size: Tensor | float,
+    inverse_mass: Tensor | float | DenseInverseMass = 1.0,
+    friction: float = 1.0,
 ) -> Callable[..., tuple[KineticState, LangevinInfo]]:
     """The registry's form of :func:`step`: ``(state, potential, generator)``."""
 

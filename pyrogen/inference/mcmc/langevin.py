@@ -8,6 +8,14 @@ ULA takes it as is (its stationary law is biased, by :math:`O(h)`); MALA accepts
 probability :math:`\min\{1, \pi(z') q(z \mid z') / \pi(z) q(z' \mid z)\}` per chain, so
 :math:`\pi \propto e^{-U}` is exactly invariant.
 
+With a dense preconditioner :math:`\Sigma = M^{-1} = L L^\top`
+(:class:`~pyrogen.inference.mcmc.mass.DenseInverseMass`, over the flattened position) the
+drift is :math:`h \Sigma \nabla U(z)`, the noise :math:`\sqrt{2h}\, L \xi`, and MALA's
+proposal density :math:`q(z' \mid z) \propto \exp(-\|L^{-1}(z' - z + h \Sigma \nabla
+U(z))\|^2 / 4h)`, the quadratic form in :math:`\Sigma^{-1}`: Riemann manifold Langevin
+and Hamiltonian Monte Carlo methods (Girolami & Calderhead, 2011), section 5, with a
+constant metric, https://doi.org/10.1111/j.1467-9868.2010.00765.x.
+
 Exponential convergence of Langevin distributions and their discrete approximations
 (Roberts & Tweedie, 1996), https://doi.org/10.2307/3318418.
 
@@ -27,6 +35,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pyrogen.inference.mcmc import mass
+from pyrogen.inference.mcmc.mass import DenseInverseMass
 from pyrogen.inference.mcmc.state import (
     GradientState,
     PotentialFn,
@@ -58,19 +68,29 @@ def _propose(
     state: GradientState,
     potential_fn: PotentialFn,
     step_size: Tensor | float,
-    inverse_mass: Tensor,
+    inverse_mass: Tensor | DenseInverseMass,
     generator: torch.Generator | None,
 ) -> GradientState:
     z = state.position
     h = per_chain(step_size, z)
     noise = torch.randn(z.shape, dtype=z.dtype, device=z.device, generator=generator)
-    new = z - h * inverse_mass * state.potential_grad + (2 * h * inverse_mass).sqrt() * noise
+    if isinstance(inverse_mass, DenseInverseMass):
+        drift = mass.velocity(state.potential_grad, inverse_mass, h)
+        new = z - drift + (2 * h).sqrt() * mass.noise(noise, inverse_mass)
+    else:
+        new = z - h * inverse_mass * state.potential_grad + (2 * h * inverse_mass).sqrt() * noise
     u, grad = potential_and_grad(potential_fn, new)
     return GradientState(new, u, grad)
 
 
-def _log_q(to: GradientState, frm: GradientState, h: Tensor, inverse_mass: Tensor) -> Tensor:
-    """log q(to | from) up to a constant shared by both directions."""
+def _log_q(
+    to: GradientState, frm: GradientState, h: Tensor, inverse_mass: Tensor | DenseInverseMass
+) -> Tensor:
+    """log q(to | from) up to a constant shared by both directions (the log-determinant of
+    the proposal covariance is one)."""
+    if isinstance(inverse_mass, DenseInverseMass):
+        d = to.position - frm.position + mass.velocity(frm.potential_grad, inverse_mass, h)
+        return -sum_event(mass.whiten(d, inverse_mass).pow(2) / (4 * h))
     mean = frm.position - h * inverse_mass * frm.potential_grad
     d = to.position - mean
     return -sum_event(d * d / (4 * h * inverse_mass))
@@ -85,13 +105,13 @@ def _finite(s: GradientState) -> Tensor:
 
 
 def _as_tensors(
-    state: GradientState, step_size: Tensor | float, inverse_mass: Tensor | float
-) -> tuple[Tensor, Tensor]:
+    state: GradientState, step_size: Tensor | float, inverse_mass: Tensor | float | DenseInverseMass
+) -> tuple[Tensor, Tensor | DenseInverseMass]:
     check_step_size(step_size)
     z = state.position
     return (
         torch.as_tensor(step_size, dtype=z.dtype, device=z.device).expand(z.shape[:1]),
-        torch.as_tensor(inverse_mass, dtype=z.dtype, device=z.device),
+        mass.as_inverse_mass(inverse_mass, z),
     )
 
 
@@ -99,7 +119,7 @@ def ula_step(
     state: GradientState,
     potential_fn: PotentialFn,
     step_size: Tensor | float,
-    inverse_mass: Tensor | float = 1.0,
+    inverse_mass: Tensor | float | DenseInverseMass = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[GradientState, LangevinInfo]:
     """One unadjusted Langevin step; a chain whose proposal is not finite stays put."""
@@ -115,7 +135,7 @@ def mala_step(
     state: GradientState,
     potential_fn: PotentialFn,
     step_size: Tensor | float,
-    inverse_mass: Tensor | float = 1.0,
+    inverse_mass: Tensor | float | DenseInverseMass = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[GradientState, LangevinInfo]:
     """One Metropolis-adjusted Langevin step, accepted or rejected per chain."""
@@ -139,7 +159,7 @@ def mala_step(
 
 
 def build_ula(
-    step_size: Tensor | float, inverse_mass: Tensor | float = 1.0
+    step_size: Tensor | float, inverse_mass: Tensor | float | DenseInverseMass = 1.0
 ) -> Callable[..., tuple[GradientState, LangevinInfo]]:
     """The registry's form of :func:`ula_step`: ``(state, potential, generator)``."""
 
@@ -152,7 +172,7 @@ def build_ula(
 
 
 def build_mala(
-    step_size: Tensor | float, inverse_mass: Tensor | float = 1.0
+    step_size: Tensor | float, inverse_mass: Tensor | float | DenseInverseMass = 1.0
 ) -> Callable[..., tuple[GradientState, LangevinInfo]]:
     """The registry's form of :func:`mala_step`: ``(state, potential, generator)``."""
 

@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.distributions import Transform
 
 from pyrogen.inference.mcmc.kernels import get_kernel
+from pyrogen.inference.mcmc.mass import DenseInverseMass
 from pyrogen.inference.mcmc.potential import ModelPotential
 from pyrogen.inference.mcmc.state import check_jitter, check_positive_int, init
 from pyrogen.inference.mcmc.warmup import (
@@ -58,6 +59,8 @@ class PyroKernel(MCMCKernel):
             (:func:`hmc.jitter_step_size`), as in :func:`sample`.
         adapt_step_size: dual averaging during warm-up.
         adapt_mass_matrix: diagonal mass matrix during warm-up.
+        full_mass: a dense mass matrix instead (as Pyro's ``HMC(full_mass=True)`` and
+            :func:`sample`); :attr:`inverse_mass` is then ``(D, D)``.
         target_accept: acceptance rate to aim for (default: the kernel's, as in
             :func:`sample`).
         max_plate_nesting: plates the model nests (guessed when omitted).
@@ -74,6 +77,7 @@ class PyroKernel(MCMCKernel):
         step_size_jitter: float = 0.2,
         adapt_step_size: bool = True,
         adapt_mass_matrix: bool = True,
+        full_mass: bool = False,
         target_accept: float | None = None,
         max_plate_nesting: int | None = None,
         init_radius: float = 2.0,
@@ -83,6 +87,11 @@ class PyroKernel(MCMCKernel):
             raise ValueError(f"PyroKernel runs 'hmc' or 'mala', got {kernel!r}")
         check_positive_int("num_steps", num_steps)
         check_jitter(step_size_jitter)
+        if full_mass and not adapt_mass_matrix:
+            raise ValueError(
+                "full_mass=True estimates a dense mass matrix during warm-up: it needs "
+                "adapt_mass_matrix=True"
+            )
         self.model = model
         self.kernel = kernel
         self.spec = get_kernel(kernel)
@@ -94,6 +103,7 @@ class PyroKernel(MCMCKernel):
         }
         self.adapt_step_size = adapt_step_size
         self.adapt_mass_matrix = adapt_mass_matrix
+        self.full_mass = full_mass
         self.target_accept = self.spec.target_accept if target_accept is None else target_accept
         self.max_plate_nesting = max_plate_nesting
         self.init_radius = init_radius
@@ -114,6 +124,7 @@ class PyroKernel(MCMCKernel):
             warmup_steps,
             target_accept=self.target_accept if self.adapt_step_size else None,
             adapt_mass_matrix=self.adapt_mass_matrix,
+            full_mass=self.full_mass,
         )
         self.warmup: WarmupState = warmup_init(self.config, position, float(step))
         self.t = 0
@@ -126,7 +137,11 @@ class PyroKernel(MCMCKernel):
 
     @property
     def inverse_mass(self) -> Tensor:
-        return self.warmup.inverse_mass
+        """The diagonal, or the ``(D, D)`` matrix with ``full_mass``."""
+        inverse_mass = self.warmup.inverse_mass
+        if isinstance(inverse_mass, DenseInverseMass):
+            return inverse_mass.matrix
+        return inverse_mass
 
     @property
     def initial_params(self) -> dict[str, Tensor]:
@@ -146,7 +161,11 @@ class PyroKernel(MCMCKernel):
         if not torch.equal(position, self.state.position):
             self.state = init(position, self.potential)
         start = self.state.position
-        settings = {**self.settings, "step_size": self.step_size, "inverse_mass": self.inverse_mass}
+        settings = {
+            **self.settings,
+            "step_size": self.step_size,
+            "inverse_mass": self.warmup.inverse_mass,
+        }
         self.state, info = self.spec.build_from(settings)(self.state, self.potential, None)
         it = self.t
         self.t += 1

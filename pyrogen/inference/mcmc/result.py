@@ -27,7 +27,9 @@ class MCMCResult:
             the potential), ``step_size`` and ``num_steps``; Langevin kernels have no
             ``energy`` and no ``num_steps``; Gibbs has none.
         step_size: adapted step size (scalar or one per chain); ``None`` for Gibbs.
-        inverse_mass: adapted diagonal inverse mass matrix; ``None`` for Gibbs.
+        inverse_mass: adapted inverse mass matrix: its diagonal, shaped like one chain's
+            position, or with ``full_mass`` the ``(D, D)`` matrix over the flattened position;
+            ``None`` for Gibbs.
         trajectory_length: adapted trajectory length (ChEES), if any.
         final_state: the chains' last state, to continue sampling.
         warmup_divergences: divergent transitions during warm-up, per chain.

@@ -6,7 +6,9 @@ Warm-up tunes, from the transitions of all chains together:
   by a doubling search (:func:`find_step_size`). With many chains and a shared step size, each
   chain first tunes its own during the initial buffer (a chain started in a steep corner would
   otherwise never accept), then the shared one starts from their median;
-* a diagonal inverse mass matrix from draws pooled over chains in Stan's doubling windows;
+* a diagonal inverse mass matrix from draws pooled over chains in Stan's doubling windows,
+  or with ``full_mass`` a dense one (the covariance of the flattened position, a
+  :class:`~pyrogen.inference.mcmc.mass.DenseInverseMass`, starting from the identity);
   when a window closes, dual averaging restarts from the current step size;
 * for HMC without a fixed ``num_steps``, the trajectory length with Halton-jittered lengths,
   by the ESS of the mean per gradient or by ChEES per gradient
@@ -46,6 +48,7 @@ from pyrogen.inference.mcmc.chees import (
     halton,
 )
 from pyrogen.inference.mcmc.kernels import get_kernel
+from pyrogen.inference.mcmc.mass import DenseInverseMass
 
 __all__ = [
     "WarmupState",
@@ -71,6 +74,7 @@ class WindowAdaptation(NamedTuple):
         max_steps: cap on leapfrog steps per transition.
         criterion: what the trajectory length maximises, one of
             :data:`~pyrogen.inference.mcmc.chees.CRITERIA`.
+        full_mass: the inverse mass matrix is dense over the flattened position.
     """
 
     num_warmup: int
@@ -81,13 +85,14 @@ class WindowAdaptation(NamedTuple):
     chees: bool
     max_steps: int
     criterion: str = CRITERIA[0]
+    full_mass: bool = False
 
 
 class WarmupState(NamedTuple):
     """The adapted values and the estimators behind them."""
 
     step_size: Tensor
-    inverse_mass: Tensor
+    inverse_mass: Tensor | DenseInverseMass
     averaging: DualAveragingState
     welford: WelfordState
     trajectory: ChEESState
@@ -103,10 +108,18 @@ def window_adaptation(
     chees: bool = False,
     max_steps: int = 1000,
     criterion: str = CRITERIA[0],
+    full_mass: bool = False,
 ) -> WindowAdaptation:
     """The schedule: Stan's windows, and a per-chain step-size buffer as long as Stan's
-    initial buffer (a fifth of the warm-up without mass windows) when ``per_chain_buffer``."""
+    initial buffer (a fifth of the warm-up without mass windows) when ``per_chain_buffer``.
+    ``full_mass`` estimates a dense inverse mass matrix in the windows; it needs
+    ``adapt_mass_matrix`` (a dense identity would only cost more than the diagonal one)."""
     check_criterion(criterion)
+    if full_mass and not adapt_mass_matrix:
+        raise ValueError(
+            "full_mass=True estimates a dense mass matrix during warm-up: it needs "
+            "adapt_mass_matrix=True"
+        )
     windows = warmup_windows(num_warmup) if adapt_mass_matrix else []
     own_buffer = 0
     if per_chain_buffer and shared_step_size:
@@ -120,18 +133,24 @@ def window_adaptation(
         chees,
         max_steps,
         criterion,
+        full_mass,
     )
 
 
 def warmup_init(config: WindowAdaptation, position: Tensor, step_size: float) -> WarmupState:
-    """Start from ``step_size`` and a unit mass matrix for chains at ``position``."""
+    """Start from ``step_size`` and a unit mass matrix for chains at ``position`` (dense
+    with ``config.full_mass``)."""
     per_chain = not config.shared_step_size or config.own_buffer > 0
     shape = position.shape[:1] if per_chain else ()
     eps = torch.full(shape, step_size, dtype=position.dtype, device=position.device)
-    inverse_mass = torch.ones(position.shape[1:], dtype=position.dtype, device=position.device)
-    return WarmupState(
-        eps, inverse_mass, dual_averaging_init(eps), welford_init(position), chees_init(step_size)
-    )
+    inverse_mass: Tensor | DenseInverseMass
+    if config.full_mass:
+        eye = torch.eye(position[0].numel(), dtype=position.dtype, device=position.device)
+        inverse_mass = DenseInverseMass(eye, eye.clone())
+    else:
+        inverse_mass = torch.ones(position.shape[1:], dtype=position.dtype, device=position.device)
+    welford = welford_init(position, config.full_mass)
+    return WarmupState(eps, inverse_mass, dual_averaging_init(eps), welford, chees_init(step_size))
 
 
 def trajectory_steps(
@@ -201,7 +220,7 @@ def find_step_size(
     state: Any,
     potential_fn: Any,
     kernel: str = "hmc",
-    inverse_mass: Tensor | float = 1.0,
+    inverse_mass: Tensor | float | DenseInverseMass = 1.0,
     initial: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> float:
