@@ -10,8 +10,11 @@
    64-256-256-1 SiLU MLP potential (KALE's use): chain-transitions per second.
 4. Bayesian logistic regression (``mcmc_logistic.py``'s data and model, 500 warm-up and 500
    draws, float32) at 1,024 and 16,384 chains, through the Pyro model and through a
-   hand-written potential: min bulk ESS per second of total wall time, R-hat, divergences
-   and the distance of the means from a NumPyro NUTS reference run on the host's CPU.
+   hand-written potential, eagerly with the diagonal metric (``sample``'s defaults) and
+   compiled by inductor with a dense metric (``compile_potential="inductor"``,
+   ``full_mass=True``; a smoke test leaves the compiling out): min bulk ESS per second of
+   total wall time, R-hat, divergences and the distance of the means from a NumPyro NUTS
+   reference run on the host's CPU.
 
 Sections run in that order; results are written after each, so a run cut short keeps what it
 finished, and rows that would overrun ``--budget-s`` are skipped and listed as such.
@@ -264,21 +267,38 @@ def logistic(
     draws = 20 if args.smoke_test else 500
     warmup = 20 if args.smoke_test else 500
     chain_counts = [8, 16] if args.smoke_test else [1024, 16384]
-    confs = [(c, t) for c in chain_counts for t in ("potential", "model")]
+    # (compile_potential, full_mass): the defaults, and the fastest setting on CPU
+    settings = [("none", False), ("none" if args.smoke_test else "inductor", True)]
+    confs = [
+        (c, t, setting)
+        for c in chain_counts
+        for t in ("potential", "model")
+        for setting in settings
+    ]
     rows: list[dict[str, Any]] = []
-    last: dict[tuple[int, str], float] = {}
+    last: dict[tuple[int, str, tuple[str, bool]], float] = {}
     for i, seed in enumerate(args.seeds):
         order = confs[i % len(confs) :] + confs[: i % len(confs)]
-        for chains, target in order:
-            name = f"pyrogen HMC-ChEES, {chains} chains x {draws}, {target}"
-            estimate = 1.3 * last.get((chains, target), 0.0) + 20
+        for chains, target, (compile, full_mass) in order:
+            how = ("" if compile == "none" else f", {compile}") + (", dense mass" * full_mass)
+            name = f"pyrogen HMC-ChEES, {chains} chains x {draws}, {target}{how}"
+            estimate = 1.3 * last.get((chains, target, (compile, full_mass)), 0.0) + 20
             if not clock.fits(estimate):
                 rows.append({"name": name, "seed": seed, "skipped": "budget"})
                 continue
             out, divergences, wall = mcmc_logistic.run_pyrogen(
-                x, y, seed, chains, draws, warmup, target, args.device
+                x,
+                y,
+                seed,
+                chains,
+                draws,
+                warmup,
+                target,
+                args.device,
+                compile=compile,
+                full_mass=full_mass,
             )
-            last[(chains, target)] = wall
+            last[(chains, target, (compile, full_mass))] = wall
             diag = mcmc_logistic.diagnostics(out)
             err = np.abs(diag["mean"] - ref["mean"]) / np.sqrt(diag["mcse"] ** 2 + ref["mcse"] ** 2)
             rows.append(
@@ -286,6 +306,8 @@ def logistic(
                     "name": name,
                     "chains": chains,
                     "target": target,
+                    "compile_potential": compile,
+                    "full_mass": full_mass,
                     "seed": seed,
                     "wall": wall,
                     "min_ess": float(diag["ess"].min()),

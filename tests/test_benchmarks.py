@@ -101,7 +101,9 @@ def test_gpu_smoke_on_cpu(tmp_path: Path) -> None:
     assert sorted(cells) == sorted(expected)
     assert len(report["likelihood_memory"]) == 2
     assert all(t["chain_transitions_per_s"] > 0 for t in report["throughput"])
-    assert {r["target"] for r in report["logistic"]} == {"model", "potential"}
+    assert {(r["target"], r["full_mass"]) for r in report["logistic"]} == {
+        (t, m) for t in ("model", "potential") for m in (False, True)
+    }
     assert "## Bayesian logistic regression" in (tmp_path / "gpu.md").read_text()
 
 
