@@ -97,6 +97,19 @@ def test_inductor_training_follows_the_module_form_within_rounding(num_particles
     assert float((eager_params[0] - start).abs().max()) > 1e-3
 
 
+def test_inductor_training_without_a_compiler_is_the_module_form_bit_for_bit(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    eager_losses, eager_params, _ = train(False, 5, 0.0, "eager")
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(PyrogenWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
+        losses, params, step = train(True, 5, 0.0, "broken", mode="inductor")
+    assert step.fallback is not None and not step._recorder.records
+    assert torch.equal(losses, eager_losses)
+    assert all(torch.equal(a, b) for a, b in zip(params, eager_params, strict=True))
+
+
 def train_svi(recorded: bool, fused: bool, tag: str, mode: str = "trace"):
     vae = TinyVAE(0, tag)
     objective = RenyiBound(alpha=0.0, num_particles=3)
