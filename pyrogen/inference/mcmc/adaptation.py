@@ -133,13 +133,7 @@ def welford_variance(state: WelfordState, regularize: bool = True) -> Tensor:
     """Sample variance; regularised like Stan: ``n/(n+5) var + 1e-3 * 5/(n+5)``."""
     if state.dense:
         raise ValueError("a dense Welford estimate gives a covariance: use welford_covariance")
-    if state.num_draws < 2:
-        raise ValueError("a variance needs at least two draws")
-    var = state.m2 / (state.num_draws - 1)
-    if not regularize:
-        return var
-    n = state.num_draws
-    return (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
+    return _estimate(state, regularize, "a variance")
 
 
 def welford_covariance(state: WelfordState, regularize: bool = True) -> Tensor:
@@ -148,14 +142,22 @@ def welford_covariance(state: WelfordState, regularize: bool = True) -> Tensor:
     the pooled draws are fewer than ``D``."""
     if not state.dense:
         raise ValueError("a diagonal Welford estimate gives a variance: use welford_variance")
+    return _estimate(state, regularize, "a covariance")
+
+
+def _estimate(state: WelfordState, regularize: bool, what: str) -> Tensor:
+    """``m2 / (n - 1)``, shrunk towards ``1e-3`` (times the identity when dense) as Stan does."""
     if state.num_draws < 2:
-        raise ValueError("a covariance needs at least two draws")
-    cov = state.m2 / (state.num_draws - 1)
+        raise ValueError(f"{what} needs at least two draws")
+    estimate = state.m2 / (state.num_draws - 1)
     if not regularize:
-        return cov
+        return estimate
     n = state.num_draws
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    return (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * eye
+    shrink = 1e-3 * (5.0 / (n + 5.0))
+    if state.dense:
+        eye = torch.eye(estimate.shape[0], dtype=estimate.dtype, device=estimate.device)
+        return (n / (n + 5.0)) * estimate + shrink * eye
+    return (n / (n + 5.0)) * estimate + shrink
 
 
 def mass_window_step(
