@@ -236,16 +236,11 @@ def run_numpyro(
 
 
 def run_blackjax(
-    x: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    chains: int,
-    draws: int,
-    warmup: int,
-    mass: str | None = None,
+    x: np.ndarray, y: np.ndarray, seed: int, **kw: Any
 ) -> tuple[np.ndarray, int, float]:
-    """BlackJAX's ChEES-HMC (:func:`blackjax_chees`): draws, divergences, wall time."""
-    out = blackjax_chees(x, y, seed, chains, draws, warmup, mass)
+    """BlackJAX's ChEES-HMC (:func:`blackjax_chees`, ``kw`` its keywords): draws,
+    divergences, wall time."""
+    out = blackjax_chees(x, y, seed, **kw)
     return out["draws"], out["divergences"], out["wall"]
 
 
