@@ -210,21 +210,39 @@ def test_distributed_smoke(tmp_path: Path) -> None:
 
 
 def test_kale_smoke(tmp_path: Path) -> None:
-    _run("kale.py", "--work", str(tmp_path / "runs"), "--out", str(tmp_path), "--betas", "1,3")
+    work = tmp_path / "runs"
+    _run(
+        "kale.py",
+        "--work",
+        str(work),
+        "--out",
+        str(tmp_path),
+        "--betas",
+        "1,3",
+        "--datasets",
+        "grid,ring,spiral",
+    )
     summary = json.loads((tmp_path / "kale.json").read_text())
     cells = {(r["dataset"], r["model"]) for r in summary["rows"]}
-    models = ("KALE base generator", "GEBM", "GEBM, beta 3")  # a colder GEBM beside the model
-    assert cells == {(d, m) for d in ("grid", "ring") for m in models}
+    models = ("held-out data (ceiling)", "KALE base generator", "GEBM", "GEBM, beta 3")
+    assert cells == {(d, m) for d in ("grid", "ring", "spiral") for m in models}
     for r in summary["rows"]:
         assert r["seeds"] == 2 and 0 <= r["high_quality"] <= 100
         assert r["sample_seconds_per_1000"] >= 0
+        assert r["num_modes"] == {"grid": 25, "ring": 8, "spiral": 20}[r["dataset"]]
+        if r["model"].startswith("GEBM"):  # the spiral has no goal
+            assert (r["goal_runs"] is None) == (r["dataset"] == "spiral")
+    ceiling = {r["dataset"]: r for r in summary["rows"] if r["model"].startswith("held-out")}
+    assert all(r["high_quality"] > 95 for r in ceiling.values())  # a second draw of the data
     assert {(q["dataset"], q["objective"]) for q in summary["gan_rows"]} == {
         ("grid", "gan + critic tilt"),
         ("ring", "pacgan2"),
     }
     assert "| GEBM |" in (tmp_path / "kale.md").read_text()
     assert (tmp_path / "kale_samples.png").stat().st_size > 0
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 4  # one per run, to resume
+    assert len(list(work.glob("*.json"))) == 6  # one per run, to resume
+    # the networks of each run, after the joint phase and at the end, to sample again
+    assert len(list(work.glob("*.joint.pt"))) == 6 and len(list(work.glob("*.pt"))) == 12
 
 
 def test_self_contrastive_cost_smoke(tmp_path: Path) -> None:

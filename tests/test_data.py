@@ -28,8 +28,10 @@ from pyrogen.data import (
     read_idx,
     ring,
     spiral,
+    spiral_curve,
     two_moons,
 )
+from pyrogen.metrics import mode_coverage
 
 MNIST_DIR = Path(__file__).parents[1].parent / "shared" / "data" / "mnist"
 
@@ -540,6 +542,38 @@ def test_spiral() -> None:
         diff = angle - 2 * math.pi * (1.5 * s + arm / 2)
         gaps.append(torch.remainder(diff + math.pi, 2 * math.pi) - math.pi)
     assert bool((torch.stack(gaps).abs().min(dim=0).values < 1e-4).all())
+
+
+def test_spiral_curve_points_lie_on_the_arms_with_equal_mass() -> None:
+    k = 500
+    curve = spiral_curve(k, dtype=torch.float64)
+    assert curve.shape == (2 * k, 2) and curve.dtype == torch.float64
+    s = curve.norm(dim=1)
+    for arm in range(2):  # arm by arm, outwards, at the documented spacing
+        phi = 2 * math.pi * (1.5 * s[arm * k : (arm + 1) * k] + arm / 2)
+        rebuilt = s[arm * k : (arm + 1) * k, None] * torch.stack([phi.cos(), phi.sin()], -1)
+        torch.testing.assert_close(curve[arm * k : (arm + 1) * k], rebuilt)
+        gaps = curve[arm * k + 1 : (arm + 1) * k] - curve[arm * k : (arm + 1) * k - 1]
+        assert gaps.norm(dim=1).max() <= 0.025
+        assert gaps.norm(dim=1)[-1] == pytest.approx(math.pi * 1.5 / k, rel=0.02)
+    # Groups of 50 neighbouring points are segments of equal mass: the share of exact spiral
+    # draws nearest each is 1/20 within 4 standard errors (binomial).
+    n = 100_000
+    gen = torch.Generator().manual_seed(1)
+    clean = spiral(n, noise=0.0, generator=gen, dtype=torch.float64).samples
+    counts = mode_coverage(clean, curve, 0.02).counts.view(20, 50).sum(1).double()
+    assert counts.sum() == n
+    assert ((counts / n - 0.05).abs() <= 4 * math.sqrt(0.05 * 0.95 / n)).all()
+    # Dense enough that the nearest point's distance is the distance to the curve: the share
+    # of noisy draws within 3 sigma is the 1-d Gaussian's P(|Z| <= 3) = 0.99730.
+    noisy = spiral(n, noise=0.02, generator=gen, dtype=torch.float64).samples
+    share = mode_coverage(noisy, curve, 0.02).high_quality
+    p = math.erf(3 / math.sqrt(2))
+    assert abs(share - p) <= 4 * math.sqrt(p * (1 - p) / n)
+    with pytest.raises(ValueError, match="points_per_arm must be at least 1"):
+        spiral_curve(0)
+    with pytest.raises(ValueError, match="turns must be finite and > 0"):
+        spiral_curve(10, turns=0.0)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -8,7 +8,7 @@ from pyrogen.data.binarize import (
 )
 from pyrogen.data.digits import digits_split_indices, load_digits
 from pyrogen.data.mnist import load_mnist, read_idx
-from pyrogen.data.toy import ToyData, grid, ring, spiral, two_moons
+from pyrogen.data.toy import ToyData, grid, ring, spiral, spiral_curve, two_moons
 
 __all__ = [
     "DynamicBinarized",
@@ -23,5 +23,6 @@ __all__ = [
     "read_idx",
     "ring",
     "spiral",
+    "spiral_curve",
     "two_moons",
 ]

@@ -2,7 +2,9 @@ r"""Two-dimensional toy distributions for checking mode coverage and density fit
 
 ``ring`` and ``grid`` are the Gaussian-mixture benchmarks used for mode collapse (VEEGAN,
 PacGAN): 8 modes on the unit circle and 25 modes on a 5x5 grid. ``two_moons`` and ``spiral``
-are curve-shaped sets without modes.
+are curve-shaped sets without modes; ``spiral_curve`` lays points of equal probability along
+the spiral's arms, so that :func:`pyrogen.metrics.mode_coverage` can score samples against the
+curve (the distance to the nearest point is the distance to the curve when they are dense).
 
 All samplers are vectorized and take an optional ``torch.Generator``. Sampling happens on the
 generator's device (else on ``device``) and the result is then moved to ``device``, so a CPU
@@ -18,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["ToyData", "grid", "ring", "spiral", "two_moons"]
+__all__ = ["ToyData", "grid", "ring", "spiral", "spiral_curve", "two_moons"]
 
 Device = torch.device | str | None
 
@@ -257,3 +259,46 @@ def spiral(
     samples = radius * s.unsqueeze(-1) * torch.stack([phi.cos(), phi.sin()], dim=-1)
     samples = samples + noise * torch.randn(n, 2, generator=generator, device=where, dtype=dtype)
     return ToyData(_finish(samples, device), None, noise)
+
+
+def spiral_curve(
+    points_per_arm: int,
+    num_arms: int = 2,
+    turns: float = 1.5,
+    radius: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    r"""Points on the noise-free arms of :func:`spiral`, each carrying equal probability.
+
+    On every arm the ``k``-th point sits at ``s_k = sqrt((k + 1/2) / K)``, the midpoint in
+    probability of the ``k``-th of ``K = points_per_arm`` equal slices of ``s = sqrt(U)``; so
+    consecutive groups of points are segments of equal mass, and the share of a sample set
+    nearest each group estimates that segment's probability. Neighbouring points on an arm are
+    about ``pi turns radius / K`` apart on its outer part and farther near the centre (at
+    most 0.025 with the defaults and ``K = 500``).
+
+    Args:
+        points_per_arm: Number of points ``K`` on each arm.
+        num_arms, turns, radius: The spiral's, as in :func:`spiral`.
+        dtype: Floating-point dtype of the points.
+
+    Returns:
+        The points ``(num_arms * points_per_arm, 2)``, arm by arm, from the centre outwards.
+
+    Raises:
+        ValueError: If ``points_per_arm`` or ``num_arms`` is below 1, or ``turns`` or
+            ``radius`` is not positive.
+
+    Example:
+        >>> spiral_curve(4).shape
+        torch.Size([8, 2])
+    """
+    points_per_arm = _check_count("points_per_arm", points_per_arm)
+    num_arms = _check_count("num_arms", num_arms)
+    turns = _check_scale("turns", turns, positive=True)
+    radius = _check_scale("radius", radius, positive=True)
+    k = torch.arange(points_per_arm, dtype=torch.float64)
+    s = ((k + 0.5) / points_per_arm).sqrt().repeat(num_arms)
+    arm = torch.arange(num_arms, dtype=torch.float64).repeat_interleave(points_per_arm)
+    phi = 2 * math.pi * (turns * s + arm / num_arms)
+    return (radius * s.unsqueeze(-1) * torch.stack([phi.cos(), phi.sin()], dim=-1)).to(dtype)
