@@ -9,7 +9,9 @@ sigma of its curve): KALE's joint phase (the paper's gradient penalty 1 and ener
 Adam betas (0.5, 0.999) at the learning rate per data set, decaying linearly to 0), then
 energy-only steps on the fixed base at a weaker penalty, then 2,500 draws of the base and
 2,500 of the GEBM (kinetic Langevin in the latent space, one chain per draw). Runs go to
-``--work``, one JSON each, so a stopped benchmark resumes where it was. The GAN rows quoted
+``--work``, one JSON each, so a stopped benchmark resumes where it was, with the networks
+after the joint phase (shared by every energy-only phase and sampler tried after it, so
+that those are compared on one joint phase and cost minutes) and at the end. The GAN rows quoted
 for comparison are read from the committed ``results/gan_modes.json``.
 
     .venv/bin/python benchmarks/kale.py                # about 35 min on one core
@@ -222,7 +224,9 @@ def markdown(rows: list[dict[str, Any]], quoted: list[dict[str, Any]], meta: dic
 
 
 def _job(spec: dict[str, Any], path: Path) -> dict[str, Any]:
-    run = toys.train(progress=False, save=path.with_suffix(".pt"), **spec)
+    # the joint phase is shared by every energy-only phase and sampler tried after it
+    joint = path.parent / f"{spec['dataset']}-{spec['seed']}-{spec['iterations']}.joint.pt"
+    run = toys.train(progress=False, save=path.with_suffix(".pt"), joint=joint, **spec)
     run["num_scored"] = spec.get("num_scored", 2500)
     for key in ["base", *gebm_keys(run)]:  # seed 0's samples are kept for the figure
         if run["seed"] or key.startswith("gebm_beta"):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -137,10 +138,14 @@ def fit(
     num_held_out: int = 2500,
     device: str = "cpu",
     progress: bool = True,
+    state: str | Path | None = None,
 ) -> Fitted:
     """Trains KALE on one data set: 100,000 points (seed ``1000 + seed``), a held-out set
     (seed ``2000 + seed``), the networks built after ``torch.manual_seed(seed)``, the
-    protocol of ``benchmarks/gan_modes.py``."""
+    protocol of ``benchmarks/gan_modes.py``. ``state``: a file of the trained state (see
+    :func:`save_state`); when it exists the networks are read from it instead of trained
+    (with the KALE curve, the seconds and torch's random state at the end of training, so
+    what follows draws what it would have), else it is written after training."""
     data = make_data(dataset, 100_000, seed=1000 + seed)
     held_out = make_data(dataset, num_held_out, seed=2000 + seed).samples
     pyro.clear_param_store()
@@ -159,11 +164,23 @@ def fit(
     def decay(trainer: Trainer) -> None:  # every learning rate linearly to 0
         trainer.decay_learning_rates(trainer.iteration, iterations)
 
+    if state is not None and Path(state).exists():
+        saved = torch.load(state, map_location=device, weights_only=True)
+        generator.load_state_dict(saved["generator"])
+        energy.load_state_dict(saved["energy"])
+        kale.log_normaliser.load_state_dict(saved["log_normaliser"])
+        torch.set_rng_state(saved["rng"])
+        history = {"kale": saved["kale"].tolist()}
+        seconds = float(saved["seconds"])
+        return Fitted(generator, energy, kale, data, held_out, history, seconds, rate, dataset)
     trainer = Trainer(kale, generator, optimizers=optimizers, callback=decay, progress=progress)
     start = time.perf_counter()
     history = trainer.fit(data.samples.to(device), iterations, batch_size, seed=seed)
     seconds = time.perf_counter() - start
-    return Fitted(generator, energy, kale, data, held_out, history, seconds, rate, dataset)
+    fitted = Fitted(generator, energy, kale, data, held_out, history, seconds, rate, dataset)
+    if state is not None:
+        save_state(fitted, state)
+    return fitted
 
 
 def refine(
@@ -204,10 +221,17 @@ def refine(
 
 
 def save_state(fitted: Fitted, path: str | Path) -> None:
-    """Writes the state of the generator, the energy and the log-normaliser."""
+    """Writes the state of the generator, the energy and the log-normaliser, the KALE curve,
+    the seconds of training and torch's random state (atomically: a stopped run leaves no
+    half-written file)."""
     modules = {"generator": fitted.generator, "energy": fitted.energy}
     modules["log_normaliser"] = fitted.kale.log_normaliser
-    torch.save({k: v.state_dict() for k, v in modules.items()}, path)
+    state: dict[str, Any] = {k: v.state_dict() for k, v in modules.items()}
+    state |= {"kale": torch.tensor(fitted.history.get("kale", []), dtype=torch.float64)}
+    state |= {"seconds": fitted.seconds, "rng": torch.get_rng_state()}
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def gebm_key(beta: float) -> str:
@@ -279,6 +303,7 @@ def train(
     progress: bool = True,
     betas: tuple[float, ...] = (1.0,),
     save: str | Path | None = None,
+    joint: str | Path | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Trains KALE on one data set (:func:`fit`, ``kwargs`` passed on), then
@@ -286,12 +311,14 @@ def train(
     the base generator and of the GEBM. Returns the scores, the seconds of training and of
     each sampler, the KALE curve (the estimate at the last energy step of each generator
     iteration, then at every energy-only step) and the samples. ``save``: a file for the
-    trained networks' state (generator, energy, log-normaliser), so that other samplers
-    can be tried on them without training again."""
-    fitted = fit(dataset, seed, iterations, num_held_out=num_scored, progress=progress, **kwargs)
+    trained networks' state (:func:`save_state`), so that other samplers can be tried on
+    them without training again; ``joint``: the same after the joint phase, read instead of
+    training when it exists (:func:`fit`), so that energy-only phases can be compared on
+    one joint phase."""
+    fitted = fit(
+        dataset, seed, iterations, num_held_out=num_scored, progress=progress, state=joint, **kwargs
+    )
     seconds = fitted.seconds
-    if save is not None:  # the joint phase's state too, to try other energy-only phases
-        save_state(fitted, Path(save).with_suffix(".joint.pt"))
     if refine_steps > 0:
         seconds += refine(
             fitted, refine_steps, refine_penalty, refine_lr, seed=seed, progress=progress

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RENYI_METHODS = [
@@ -243,6 +244,30 @@ def test_kale_smoke(tmp_path: Path) -> None:
     assert len(list(work.glob("*.json"))) == 6  # one per run, to resume
     # the networks of each run, after the joint phase and at the end, to sample again
     assert len(list(work.glob("*.joint.pt"))) == 6 and len(list(work.glob("*.pt"))) == 12
+
+
+def test_kale_energy_only_phases_start_from_one_saved_joint_phase(tmp_path: Path) -> None:
+    work, args = tmp_path / "runs", ("--datasets", "ring")  # seeds 0 and 1
+
+    def scores(*extra: str) -> dict[str, Any]:
+        _run("kale.py", "--work", str(work), "--out", str(tmp_path), *args, *extra)
+        row = json.loads(next(work.glob("ring-0-*.json")).read_text())
+        out = {k: {m: v for m, v in row[k].items() if m != "seconds"} for k in ("base", "gebm")}
+        return out | {"kale": row["kale"]}  # all but the clocks
+
+    fresh = scores()
+    joint = work / "ring-0-4.joint.pt"
+    stamp = joint.stat().st_mtime_ns
+    for run in work.glob("ring-*.json"):
+        run.unlink()
+    # the same settings again from the saved joint phase: the same numbers, the joint phase's
+    # random state included, and the joint phase not trained again
+    assert scores() == fresh and joint.stat().st_mtime_ns == stamp
+    for run in work.glob("ring-*.json"):
+        run.unlink()
+    other = scores("--refine-penalty", "0.5")  # another energy-only phase on the same joint one
+    assert other["base"] == fresh["base"] and other["gebm"] != fresh["gebm"]
+    assert joint.stat().st_mtime_ns == stamp
 
 
 def test_self_contrastive_cost_smoke(tmp_path: Path) -> None:
