@@ -63,11 +63,15 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 
 def gebm_keys(run: dict[str, Any]) -> list[str]:
-    """The run's GEBM entries: ``gebm`` (beta 1), then colder ones in the order sampled."""
-    return [k for k in run if k == "gebm" or k.startswith("gebm_beta")]
+    """The run's GEBM entries: ``gebm`` (beta 1), then colder ones in the order sampled, then
+    the GEBM by resampling (``gebm_sir``)."""
+    keys = [k for k in run if k == "gebm" or k.startswith("gebm_beta")]
+    return keys + (["gebm_sir"] if "gebm_sir" in run else [])
 
 
 def model_name(run: dict[str, Any], key: str) -> str:
+    if key == "gebm_sir":
+        return "GEBM by resampling"
     return "GEBM" if key == "gebm" else f"GEBM, beta {run[key]['beta']:g}"
 
 
@@ -111,8 +115,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 1000 * r[key].get("seconds", 0.0) / r["num_scored"] for r in rs
             )
             if key not in ("base", "data"):
-                row["sampler_steps"] = rs[0][key]["sampler_steps"]
-                row["step_size"] = rs[0][key]["step_size"]
+                row["sampler_steps"] = rs[0][key].get("sampler_steps")
+                row["step_size"] = rs[0][key].get("step_size")
+                row["ess"] = statistics.median(r[key].get("ess", math.nan) for r in rs)
                 row["beats_base_hq"] = sum(
                     r[key]["high_quality"] > r["base"]["high_quality"] for r in rs
                 )
@@ -178,7 +183,9 @@ def markdown(rows: list[dict[str, Any]], quoted: list[dict[str, Any]], meta: dic
         cost = (
             f"{r['sample_seconds_per_1000']:.2f}" if r["model"] != "held-out data (ceiling)" else ""
         )
-        if gebm:
+        if gebm and r["sampler_steps"] is None:
+            cost += f" (resampling, ESS {r['ess']:,.0f})"
+        elif gebm:
             cost += f" ({r['sampler_steps']} steps of {r['step_size']:g})"
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['iterations']} + {r['refine_steps']} | "
@@ -223,6 +230,28 @@ def markdown(rows: list[dict[str, Any]], quoted: list[dict[str, Any]], meta: dic
     return "\n".join(lines) + "\n"
 
 
+def add_resampled(run: dict[str, Any], path: Path, **kwargs: Any) -> dict[str, Any]:
+    """Adds the GEBM by resampling to a run saved without it, from its saved networks
+    (``kwargs``: the sizes they were built with, passed to ``fit``)."""
+    state = path.with_suffix(".pt")
+    if "gebm_sir" in run or not state.exists():
+        return run
+    fitted = toys.fit(
+        run["dataset"],
+        run["seed"],
+        run["iterations"],
+        num_held_out=run["num_scored"],
+        progress=False,
+        state=state,
+        **{k: v for k, v in kwargs.items() if k in ("hidden", "energy_hidden", "batch_size")},
+    )
+    run["gebm_sir"] = toys.resampled(fitted, run["num_scored"], run["seed"])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(run))
+    os.replace(tmp, path)
+    return run
+
+
 def _job(spec: dict[str, Any], path: Path) -> dict[str, Any]:
     # the joint phase is shared by every energy-only phase and sampler tried after it
     joint = path.parent / f"{spec['dataset']}-{spec['seed']}-{spec['iterations']}.joint.pt"
@@ -230,7 +259,7 @@ def _job(spec: dict[str, Any], path: Path) -> dict[str, Any]:
     run["num_scored"] = spec.get("num_scored", 2500)
     for key in ["base", *gebm_keys(run)]:  # seed 0's samples are kept for the figure
         if run["seed"] or key.startswith("gebm_beta"):
-            run[key].pop("samples")
+            run[key].pop("samples", None)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(run))
     os.replace(tmp, path)
@@ -287,7 +316,7 @@ def main() -> None:
         for dataset in args.datasets.split(","):
             path = work / f"{dataset}-{seed}-{config}.json"
             if path.exists():
-                runs.append(json.loads(path.read_text()))
+                runs.append(add_resampled(json.loads(path.read_text()), path, **small))
             else:
                 todo.append((dataset, seed, path))
     print(f"{len(runs)} runs found in {work}, {len(todo)} to do", flush=True)

@@ -284,9 +284,39 @@ def sample_both(
             "beta": beta,
             "samples": tilted.x.cpu().tolist(),
         }
+    out["gebm_sir"] = resampled(fitted, num_samples, seed)
     generator.train(modes[0])
     energy.train(modes[1])
     return out
+
+
+SIR_PROPOSALS = 400_000
+
+
+def resampled(fitted: Fitted, num_samples: int, seed: int) -> dict[str, Any]:
+    """Scores of ``num_samples`` draws of the GEBM by sampling importance resampling from
+    ``SIR_PROPOSALS`` base draws (:meth:`pyrogen.inference.GEBM.resample`): the model
+    itself, without a chain's error, when the effective sample size is large; the latent
+    chains' draws are checked against it."""
+    gebm = GEBM(fitted.generator, fitted.energy, model_args=(None, 1))
+    modes = fitted.generator.training, fitted.energy.training
+    fitted.generator.eval()
+    fitted.energy.eval()
+    start = time.perf_counter()
+    rng = torch.get_rng_state()  # the proposals' draws leave the rest of the run's as they were
+    torch.manual_seed(4000 + seed)
+    out = gebm.resample(num_samples, SIR_PROPOSALS, generator=torch.Generator().manual_seed(seed))
+    torch.set_rng_state(rng)
+    seconds = time.perf_counter() - start
+    fitted.generator.train(modes[0])
+    fitted.energy.train(modes[1])
+    return {
+        **score(out.x.cpu(), fitted.data, fitted.held_out.cpu(), fitted.groups),
+        "seconds": seconds,
+        "ess": out.ess,
+        "num_proposals": out.num_proposals,
+        "beta": 1.0,
+    }
 
 
 def train(

@@ -226,6 +226,7 @@ def test_kale_smoke(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "kale.json").read_text())
     cells = {(r["dataset"], r["model"]) for r in summary["rows"]}
     models = ("held-out data (ceiling)", "KALE base generator", "GEBM", "GEBM, beta 3")
+    models += ("GEBM by resampling",)  # the model without a chain's error
     assert cells == {(d, m) for d in ("grid", "ring", "spiral") for m in models}
     for r in summary["rows"]:
         assert r["seeds"] == 2 and 0 <= r["high_quality"] <= 100
@@ -233,6 +234,8 @@ def test_kale_smoke(tmp_path: Path) -> None:
         assert r["num_modes"] == {"grid": 25, "ring": 8, "spiral": 20}[r["dataset"]]
         if r["model"].startswith("GEBM"):  # the spiral has no goal
             assert (r["goal_runs"] is None) == (r["dataset"] == "spiral")
+        if r["model"] == "GEBM by resampling":
+            assert 0 < r["ess"] <= 400_000
     ceiling = {r["dataset"]: r for r in summary["rows"] if r["model"].startswith("held-out")}
     assert all(r["high_quality"] > 95 for r in ceiling.values())  # a second draw of the data
     assert {(q["dataset"], q["objective"]) for q in summary["gan_rows"]} == {
@@ -268,6 +271,13 @@ def test_kale_energy_only_phases_start_from_one_saved_joint_phase(tmp_path: Path
     other = scores("--refine-penalty", "0.5")  # another energy-only phase on the same joint one
     assert other["base"] == fresh["base"] and other["gebm"] != fresh["gebm"]
     assert joint.stat().st_mtime_ns == stamp
+    # a run saved before the GEBM by resampling was scored gets it from its saved networks
+    path = next(work.glob("ring-0-*.json"))
+    run = json.loads(path.read_text())
+    resampled = run.pop("gebm_sir")
+    path.write_text(json.dumps(run))
+    _run("kale.py", "--work", str(work), "--out", str(tmp_path), *args, "--refine-penalty", "0.5")
+    assert json.loads(path.read_text())["gebm_sir"] | {"seconds": 0} == resampled | {"seconds": 0}
 
 
 def test_self_contrastive_cost_smoke(tmp_path: Path) -> None:

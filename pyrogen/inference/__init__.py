@@ -4,7 +4,7 @@ from pyrogen.inference.avb import AVB, AVBLosses, implicit_sample
 from pyrogen.inference.avb_posterior import fit_avb_posterior
 from pyrogen.inference.cd import ContrastiveDivergence
 from pyrogen.inference.gan import GAN, WGAN, WGANGP, GANLosses, HingeGAN
-from pyrogen.inference.gebm import GEBM, GEBMSamples
+from pyrogen.inference.gebm import GEBM, GEBMResampled, GEBMSamples
 from pyrogen.inference.importance import LogWeights, log_weights
 from pyrogen.inference.kale import KALE
 from pyrogen.inference.latent_tilt import TiltedSamples, tilted_sample
@@ -21,6 +21,7 @@ __all__ = [
     "CUBO",
     "GAN",
     "GEBM",
+    "GEBMResampled",
     "GEBMSamples",
     "IWAE",
     "KALE",

@@ -15,7 +15,14 @@ none, but it is the image under the generator of the latent law
 coordinates, one chain per sample, from exact draws of :math:`p(z)`, and returns
 :math:`G(z)` at the chains' last positions. The default is kinetic Langevin (the paper's
 choice); ``"mala"`` and ``"hmc"`` adapt their step size in warm-up, ``"ula"`` and
-``"kinetic_langevin"`` need one. :meth:`GEBM.log_normalizer` estimates
+``"kinetic_langevin"`` need one. :meth:`GEBM.resample` draws :math:`Q` without a chain, by
+sampling importance resampling from base draws (exact as their number grows, with the
+effective sample size that says whether it is large enough): in a low-dimensional latent
+space it is the reference a chain's draws can be checked against. A check worth making:
+a generator through ReLU layers folds its latent space, so :math:`U` has cliffs where the
+generator stretches it (between modes); a Metropolis-adjusted chain with a large step then
+rejects every move into or out of them, and its draws can stay far from :math:`Q` while
+accepting half of its moves. :meth:`GEBM.log_normalizer` estimates
 :math:`\log Z = \log E_G[e^{-E}]` from base draws with its standard error, and
 :meth:`GEBM.log_prob` is :math:`\log g(x) - E(x) - \log Z` where the base density
 :math:`g` is given.
@@ -37,7 +44,7 @@ from pyrogen.inference.gan import unobserved
 from pyrogen.inference.mcmc import MCMCResult, ModelPotential, sample
 from pyrogen.inference.mcmc.kernels import get_kernel
 
-__all__ = ["GEBM", "GEBMSamples", "LogNormalizer"]
+__all__ = ["GEBM", "GEBMResampled", "GEBMSamples", "LogNormalizer"]
 
 
 class GEBMSamples(NamedTuple):
@@ -54,6 +61,24 @@ class GEBMSamples(NamedTuple):
     x: Tensor
     z: Tensor
     result: MCMCResult
+
+
+class GEBMResampled(NamedTuple):
+    r"""Draws of a GEBM by sampling importance resampling (:meth:`GEBM.resample`).
+
+    Attributes:
+        x: ``(num_samples, *event_shape)``, the generator's data site at the drawn latents.
+        z: ``(num_samples, dim)``, those latents (flat, unconstrained).
+        ess: the effective sample size of the proposals' weights,
+            :math:`(\sum w)^2 / \sum w^2`: the draws are as good as that many independent
+            ones at best, and near :math:`Q` only when it is large.
+        num_proposals: the base draws resampled.
+    """
+
+    x: Tensor
+    z: Tensor
+    ess: float
+    num_proposals: int
 
 
 class LogNormalizer(NamedTuple):
@@ -172,6 +197,52 @@ class GEBM:
         with torch.no_grad():
             x = self.generated(z)
         return GEBMSamples(x, z, result)
+
+    @torch.no_grad()
+    def resample(
+        self,
+        num_samples: int,
+        num_proposals: int = 100_000,
+        *,
+        beta: float = 1.0,
+        batch_size: int = 10_000,
+        generator: torch.Generator | None = None,
+    ) -> GEBMResampled:
+        r"""``num_samples`` draws of :math:`\pi(z) \propto p(z) e^{-\beta E(G(z))}` (``beta``
+        1: the GEBM) by sampling importance resampling: ``num_proposals`` exact base draws
+        (torch's global random state, as :meth:`base_latents`), weighted by
+        :math:`e^{-\beta E(G(z))}`, then drawn with replacement in proportion to their
+        weights (``generator``). Exact as ``num_proposals`` grows; the draws repeat
+        proposals, and are close to :math:`\pi` only when the returned ``ess`` is large
+        (beside ``num_samples``). Memory: the proposals' latents and energies."""
+        for name, value in (
+            ("num_samples", num_samples),
+            ("num_proposals", num_proposals),
+            ("batch_size", batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if num_proposals > 2**24:  # torch.multinomial's limit on categories
+            raise ValueError(f"num_proposals must be at most 2**24, got {num_proposals}")
+        if not (isinstance(beta, int | float) and math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        latents, energies = [], []
+        left = num_proposals
+        while left > 0:
+            z = self.base_latents(min(batch_size, left))
+            latents.append(z)
+            energies.append(self._energy(self.generated(z)))
+            left -= z.shape[0]
+        z = torch.cat(latents)
+        log_w = -beta * torch.cat(energies).double()
+        if not bool(torch.isfinite(log_w).all()):
+            raise FloatingPointError("the energy is not finite at some base draws")
+        w = torch.softmax(log_w, 0)
+        ess = float(1.0 / (w * w).sum())
+        where = generator.device if generator is not None else w.device
+        index = torch.multinomial(w.to(where), num_samples, replacement=True, generator=generator)
+        chosen = z[index.to(z.device)]
+        return GEBMResampled(self.generated(chosen), chosen, ess, num_proposals)
 
     @torch.no_grad()
     def log_normalizer(self, num_samples: int = 100_000, batch_size: int = 10_000) -> LogNormalizer:
