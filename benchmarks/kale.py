@@ -350,8 +350,8 @@ def main() -> None:
         "command": "python benchmarks/kale.py " + " ".join(sys.argv[1:]),
         "settings": (
             f"{args.iterations} joint KALE iterations (penalty 1, 5 energy steps, 100 at the "
-            "start and every 500; Adam betas (0.5, 0.999), lr grid 1e-3 / ring 3e-4 decaying "
-            f"linearly), then {args.refine_steps} energy-only steps at penalty "
+            "start and every 500; Adam betas (0.5, 0.999), lr grid 1e-3 / ring and spiral 3e-4 "
+            f"decaying linearly), then {args.refine_steps} energy-only steps at penalty "
             f"{args.refine_penalty:g} (Adam 1e-4); GEBM: kinetic Langevin, "
             f"{args.sampler_steps} steps of {args.step_size:g}, friction 1, at beta "
             + ", ".join(f"{b:g}" for b in betas)
