@@ -198,6 +198,17 @@ class GEBM:
             x = self.generated(z)
         return GEBMSamples(x, z, result)
 
+    def _base_energies(self, num_samples: int, batch_size: int) -> tuple[Tensor, Tensor]:
+        """Exact base draws, in batches: their latents ``(n, dim)`` and energies ``(n,)``."""
+        latents, energies = [], []
+        left = num_samples
+        while left > 0:
+            z = self.base_latents(min(batch_size, left))
+            latents.append(z)
+            energies.append(self._energy(self.generated(z)))
+            left -= z.shape[0]
+        return torch.cat(latents), torch.cat(energies)
+
     @torch.no_grad()
     def resample(
         self,
@@ -226,15 +237,8 @@ class GEBM:
             raise ValueError(f"num_proposals must be at most 2**24, got {num_proposals}")
         if not (isinstance(beta, int | float) and math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-        latents, energies = [], []
-        left = num_proposals
-        while left > 0:
-            z = self.base_latents(min(batch_size, left))
-            latents.append(z)
-            energies.append(self._energy(self.generated(z)))
-            left -= z.shape[0]
-        z = torch.cat(latents)
-        log_w = -beta * torch.cat(energies).double()
+        z, energies = self._base_energies(num_proposals, batch_size)
+        log_w = -beta * energies.double()
         if not bool(torch.isfinite(log_w).all()):
             raise FloatingPointError("the energy is not finite at some base draws")
         w = torch.softmax(log_w, 0)
@@ -248,13 +252,7 @@ class GEBM:
     def log_normalizer(self, num_samples: int = 100_000, batch_size: int = 10_000) -> LogNormalizer:
         """:math:`\\log E_G[e^{-E}]` from ``num_samples`` base draws, with its standard
         error (the delta method on the mean of :math:`e^{-E}`)."""
-        energies = []
-        left = num_samples
-        while left > 0:
-            n = min(batch_size, left)
-            energies.append(self._energy(self.generated(self.base_latents(n))))
-            left -= n
-        neg = -torch.cat(energies).double()
+        neg = -self._base_energies(num_samples, batch_size)[1].double()
         log_mean = torch.logsumexp(neg, 0) - math.log(neg.numel())
         ratio = torch.exp(neg - log_mean)  # weights over their mean
         return LogNormalizer(float(log_mean), float(ratio.std() / math.sqrt(neg.numel())))
