@@ -1,5 +1,8 @@
 """Mode coverage of GAN, WGAN, WGAN-GP, hinge and PacGAN2 on the PacGAN ring and grid.
 
+``--datasets spiral`` adds the thin spiral of ``examples/kale_toys.py`` (scored against its
+curve; its modes are the curve's 20 segments of equal mass).
+
 Every (data set, objective, seed) run is :func:`train` below (the protocol of
 ``examples/gan_mixtures.py``: objectives by name from ``pyrogen.inference.gan.ADVERSARIAL``,
 trained by ``pyrogen.inference.Trainer``) with the same networks (by default generator
@@ -25,6 +28,7 @@ recommended recipe beside the plain GAN (``results/gan_modes_recipe.md``; ~40 mi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -39,7 +43,6 @@ import pyro
 import torch
 from torch import Tensor, nn
 
-from pyrogen.data import ToyData, grid, ring
 from pyrogen.inference import WGAN, WGANGP, Trainer, tilted_sample
 from pyrogen.inference.gan import ADVERSARIAL, Adversarial, make_adversarial, parse_adversarial
 from pyrogen.machine import machine
@@ -58,9 +61,15 @@ ANCHORS = {
 }
 
 
-def make_data(name: str, n: int, seed: int) -> ToyData:
-    gen = torch.Generator().manual_seed(seed)
-    return ring(n, generator=gen) if name == "ring" else grid(n, generator=gen)
+# the data sets and their scores are examples/kale_toys.py's: the ring, the grid and the thin
+# spiral (scored against its curve, its 20 segments of equal mass as its modes)
+_spec = importlib.util.spec_from_file_location(
+    "kale_toys", Path(__file__).resolve().parents[1] / "examples" / "kale_toys.py"
+)
+assert _spec is not None and _spec.loader is not None
+toys = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(toys)
+make_data = toys.make_data
 
 
 def held_out_wasserstein(obj: Adversarial, data: Tensor, samples: Tensor) -> float:
@@ -140,7 +149,8 @@ def train(
     trainer.fit(data.samples / scale, iterations, batch_size, seed=seed)
     seconds = time.perf_counter() - start
     samples = generator.sample(num_scored) * scale
-    cov = mode_coverage(samples, data.centers, std)
+    groups = toys.num_modes(dataset, data)
+    scores = toys.score(samples, data, held_out, groups)
     tilted: dict[str, Any] | None = None
     if tilt_warmup > 0 and objective in ("gan", "gan-minimax"):
         start = time.perf_counter()
@@ -153,12 +163,8 @@ def train(
             generator=torch.Generator().manual_seed(seed),
         )
         tilted_x = out.x * scale
-        tcov = mode_coverage(tilted_x, data.centers, std)
         tilted = {
-            "modes": tcov.modes,
-            "high_quality": tcov.high_quality,
-            "reverse_kl": tcov.reverse_kl,
-            "mmd": mmd(tilted_x, held_out).value,
+            **toys.score(tilted_x, data, held_out, groups),
             "acceptance": out.acceptance,
             "warmup": tilt_warmup,
             "seconds": time.perf_counter() - start,
@@ -172,14 +178,11 @@ def train(
         "standardised": standardise,
         "adam_betas": adam_betas,
         "seconds": seconds,
-        "modes": cov.modes,
-        "num_modes": int(data.centers.shape[0]),
-        "high_quality": cov.high_quality,
-        "reverse_kl": cov.reverse_kl,
-        "mmd": mmd(samples, held_out).value,
+        **scores,
+        "num_modes": groups,
         "curve": curve,
         "samples": samples.tolist(),
-        "centers": data.centers.tolist(),
+        "centers": toys.plotted_centers(dataset, data),
         "tilted": tilted,
     }
 
@@ -325,7 +328,9 @@ def main() -> None:
     p.add_argument("--wgan-iterations", type=int, default=1600)
     p.add_argument("--hidden", type=int, default=256, help="generator width (3 layers)")
     p.add_argument("--critic-hidden", type=int, default=400, help="critic width (2 layers)")
-    p.add_argument("--lr", default="grid=1e-3,ring=3e-4", help="Adam learning rate per data set")
+    p.add_argument(
+        "--lr", default="grid=1e-3,ring=3e-4,spiral=3e-4", help="Adam learning rate per data set"
+    )
     p.add_argument("--adam-betas", default=None, help="Adam objectives' betas, e.g. 0.5,0.9")
     p.add_argument(
         "--standardise",
