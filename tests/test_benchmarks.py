@@ -238,10 +238,8 @@ def test_kale_smoke(tmp_path: Path) -> None:
             assert 0 < r["ess"] <= 400_000
     ceiling = {r["dataset"]: r for r in summary["rows"] if r["model"].startswith("held-out")}
     assert all(r["high_quality"] > 95 for r in ceiling.values())  # a second draw of the data
-    assert {(q["dataset"], q["objective"]) for q in summary["gan_rows"]} == {
-        ("grid", "gan + critic tilt"),
-        ("ring", "pacgan2"),
-    }
+    quoted = {(q["dataset"], q["objective"]) for q in summary["gan_rows"]}
+    assert {("grid", "gan + critic tilt"), ("ring", "pacgan2")} <= quoted  # and the spiral's
     assert "| GEBM |" in (tmp_path / "kale.md").read_text()
     assert (tmp_path / "kale_samples.png").stat().st_size > 0
     assert len(list(work.glob("*.json"))) == 6  # one per run, to resume
